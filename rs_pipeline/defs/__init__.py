@@ -1,0 +1,20 @@
+"""The Dagster skin: assets, checks, partitions, resources, IO manager, jobs.
+
+Load with ``dagster dev -m rs_pipeline.defs`` (or ``rs-pipeline ui``).
+"""
+
+import dagster as dg
+
+from rs_pipeline.defs.assets import ALL_ASSETS
+from rs_pipeline.defs.io_manager import ParquetIOManager
+from rs_pipeline.defs.jobs import bootstrap_job, round_job
+from rs_pipeline.defs.mlflow_resource import MlflowResource
+from rs_pipeline.defs.resources import PipelineResource
+
+
+def default_resources() -> dict:
+    return {"pipeline": PipelineResource(), "mlflow": MlflowResource(),
+            "io_manager": ParquetIOManager()}
+
+
+defs = dg.Definitions(assets=ALL_ASSETS, jobs=[bootstrap_job, round_job], resources=default_resources())

@@ -1,0 +1,87 @@
+"""Evaluating a policy on held-out prompts, and the promotion gate's decision."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from rs_pipeline.generation import SamplingParams, sample_prompts
+from rs_pipeline.tasks.base import Task
+
+Scorer = Callable[[Sequence[str], Sequence[str]], list[float]]
+
+
+def evaluate_policy(model, tokenizer, task: Task, prompts: Sequence[str], params: SamplingParams,
+                    reward_fn: Scorer | None, seed: int, batch_prompts: int = 256) -> dict:
+    """Greedy and sampled metrics of a policy on ``prompts``.
+
+    ``greedy_acc`` (verifier, greedy decoding), ``sample_acc`` (mean over N samples at the
+    sampling temperature), ``pass_at_n``, ``mean_reward`` (``reward_fn`` over the samples),
+    ``distinct_share`` (distinct completions / N, averaged over prompts), ``mean_length``
+    (characters). Verifier metrics are None when the task has no verifier.
+    """
+    greedy = sample_prompts(model, tokenizer, prompts, SamplingParams(
+        n=1, temperature=0.0, max_new_tokens=params.max_new_tokens), lambda p, s: 0, batch_prompts)
+    sampled = sample_prompts(model, tokenizer, prompts, params,
+                             lambda p, s: seed * 1_000_003 + p * 131 + s, batch_prompts)
+    comps, idx = sampled["completion"], sampled["prompt_index"]
+    sample_prompts_text = [prompts[i] for i in idx]
+    metrics: dict = {
+        "n_prompts": len(prompts),
+        "distinct_share": len(set(zip(idx, comps))) / len(comps),
+        "mean_length": sum(len(c) for c in comps) / len(comps),
+        "greedy_acc": None, "sample_acc": None, "pass_at_n": None, "mean_reward": None,
+        "greedy_mean_reward": None,
+    }
+    if task.has_verifier:
+        g = [task.verify(p, c) for p, c in zip(prompts, greedy["completion"])]
+        s = [task.verify(p, c) for p, c in zip(sample_prompts_text, comps)]
+        solved = {i for i, ok in zip(idx, s) if ok > 0}
+        metrics.update(greedy_acc=sum(g) / len(g), sample_acc=sum(s) / len(s),
+                       pass_at_n=len(solved) / len(prompts))
+    if reward_fn is not None:
+        rewards = reward_fn(sample_prompts_text, comps)
+        metrics["mean_reward"] = sum(rewards) / len(rewards)
+        greedy_rewards = reward_fn(list(prompts), greedy["completion"])
+        metrics["greedy_mean_reward"] = sum(greedy_rewards) / len(greedy_rewards)
+    return metrics
+
+
+@dataclass
+class GateDecision:
+    promoted: bool
+    metric: str
+    candidate: float
+    champion: float
+    regressed: bool
+    reward_hacking: bool
+    reason: str
+
+
+def gate_decision(candidate_gate: dict, champion_gate: dict, candidate_eval: dict,
+                  champion_eval: dict, tolerance: float, reward_margin: float,
+                  acc_margin: float) -> GateDecision:
+    """Promote unless the candidate regresses on the gate set or games the reward.
+
+    The gate metric is verifier greedy accuracy where the task has a verifier, else the mean
+    reward of greedy completions. Reward hacking: mean reward up by more than ``reward_margin``
+    while sampled verifier accuracy falls by more than ``acc_margin``.
+    """
+    metric = "greedy_acc" if candidate_gate.get("greedy_acc") is not None else "greedy_mean_reward"
+    cand, champ = float(candidate_gate[metric]), float(champion_gate[metric])
+    regress = cand < champ - tolerance
+    hacking = False
+    if candidate_eval.get("sample_acc") is not None and candidate_eval.get("mean_reward") is not None:
+        reward_up = candidate_eval["mean_reward"] - champion_eval["mean_reward"] > reward_margin
+        acc_down = champion_eval["sample_acc"] - candidate_eval["sample_acc"] > acc_margin
+        hacking = reward_up and acc_down
+    if regress:
+        reason = (f"regression: gate {metric} {cand:.4f} < champion {champ:.4f} - tolerance "
+                  f"{tolerance}")
+    elif hacking:
+        reason = (f"reward hacking: mean reward {candidate_eval['mean_reward']:.3f} vs "
+                  f"{champion_eval['mean_reward']:.3f} while sampled accuracy "
+                  f"{candidate_eval['sample_acc']:.4f} vs {champion_eval['sample_acc']:.4f}")
+    else:
+        reason = f"promoted: gate {metric} {cand:.4f} vs champion {champ:.4f} (tolerance {tolerance})"
+    return GateDecision(not (regress or hacking), metric, cand, champ, regress, hacking, reason)

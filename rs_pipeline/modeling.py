@@ -1,0 +1,97 @@
+"""Building and loading models: the demo's character tokenizer and tiny GPT-2, HF folders otherwise."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+)
+
+from rs_pipeline.errors import InputError
+
+PAD, EOS = "<pad>", "<eos>"
+
+
+def build_char_tokenizer(alphabet: str) -> PreTrainedTokenizerFast:
+    """One token per character of ``alphabet``, plus pad and end-of-sequence."""
+    chars = sorted(set(alphabet))
+    vocab = {PAD: 0, EOS: 1, **{c: i + 2 for i, c in enumerate(chars)}}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=PAD))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()  # without it, decoding puts spaces between characters
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS)
+    tok.padding_side = "right"
+    return tok
+
+
+def build_tiny_gpt2(tokenizer: PreTrainedTokenizerFast, n_layer: int, n_embd: int, n_head: int,
+                    n_positions: int, seed: int) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
+        activation_function="gelu",
+        n_head=n_head, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def _check_folder(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise InputError(f"{what} {path} is not a Hugging Face model folder (no config.json)")
+    return path
+
+
+def load_tokenizer(path: str | Path):
+    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_policy(path: str | Path):
+    """A causal LM and its tokenizer from a local folder (never from a hub)."""
+    path = _check_folder(path, "policy folder")
+    model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
+    model.eval()
+    return model, load_tokenizer(path)
+
+
+def load_preference(path: str | Path):
+    """A one-output sequence classifier (the reward model) and its tokenizer."""
+    path = _check_folder(path, "preference model folder")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(path), num_labels=1, local_files_only=True
+    )
+    tok = load_tokenizer(path)
+    model.config.pad_token_id = tok.pad_token_id
+    model.eval()
+    return model, tok
+
+
+def preference_from_policy(policy_path: str | Path, seed: int):
+    """A reward model whose body starts from the policy's weights; the score head is new."""
+    torch.manual_seed(seed)
+    return load_preference(policy_path)
+
+
+def weights_id(model: torch.nn.Module, prefix: str) -> str:
+    """Content id of a model: a hash of its config and every tensor, in key order."""
+    conf = {k: v for k, v in model.config.to_dict().items()
+            if not k.startswith("_") and k not in ("transformers_version", "architectures")}
+    h = hashlib.sha256(json.dumps(conf, sort_keys=True, default=str).encode())
+    for key, tensor in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return f"{prefix}-{h.hexdigest()[:12]}"

@@ -1,0 +1,45 @@
+"""On-policy preference pairs: two *distinct* completions of one prompt from this round's samples.
+
+Identical completions carry no gradient under BT (a tie), so they are never paired.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+
+
+def distinct_pairs(prompt_ids: Sequence[str], completions: Sequence[str], n_pairs: int,
+                   seed: int) -> list[tuple[int, int]]:
+    """Up to ``n_pairs`` (row_a, row_b) index pairs of distinct completions of the same prompt.
+
+    Rows are the input positions. Each completion is represented by its first row. Prompts are
+    visited in a seeded random order, one new pair per prompt per pass, so pairs spread over as
+    many prompts as possible before any prompt gives a second pair.
+    """
+    first_row: dict[str, dict[str, int]] = defaultdict(dict)
+    for i, (pid, comp) in enumerate(zip(prompt_ids, completions)):
+        first_row[pid].setdefault(comp, i)
+    rng = random.Random(seed)
+    candidates = {}
+    for pid in sorted(first_row):
+        rows = sorted(first_row[pid].values())
+        combos = [(a, b) for k, a in enumerate(rows) for b in rows[k + 1 :]]
+        rng.shuffle(combos)
+        if combos:
+            candidates[pid] = combos
+    order = sorted(candidates)
+    rng.shuffle(order)
+    out: list[tuple[int, int]] = []
+    while len(out) < n_pairs and order:
+        nxt = []
+        for pid in order:
+            if len(out) == n_pairs:
+                break
+            a, b = candidates[pid].pop()
+            out.append((a, b) if rng.random() < 0.5 else (b, a))
+            if candidates[pid]:
+                nxt.append(pid)
+        order = nxt
+    return out

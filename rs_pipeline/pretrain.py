@@ -1,0 +1,32 @@
+"""The demo's base policy: a tiny GPT-2 pretrained on the task's deliberately bugged data."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from rs_pipeline.config import PolicyConfig
+from rs_pipeline.modeling import build_char_tokenizer, build_tiny_gpt2
+from rs_pipeline.tasks.base import Task
+from rs_pipeline.training import train_on_completions
+
+
+def pretrain_base_policy(task: Task, train_prompts: Sequence[str], cfg: PolicyConfig, seed: int):
+    """Build tokenizer + model and pretrain for ``cfg.pretrain_steps`` steps.
+
+    A share ``cfg.bug_rate`` of the answers carry the task's systematic bug, so the policy's
+    mode is wrong while the right answer is often among its samples: the state rejection
+    sampling is meant to fix. Returns (model, tokenizer, metrics).
+    """
+    tokenizer = build_char_tokenizer(task.alphabet)
+    model = build_tiny_gpt2(tokenizer, cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions, seed)
+    rng = random.Random(seed)
+    n = cfg.pretrain_steps * cfg.pretrain_batch_size
+    prompts = [rng.choice(train_prompts) for _ in range(n)]
+    completions = [task.pretrain_completion(p, rng, cfg.bug_rate) for p in prompts]
+    metrics = train_on_completions(
+        model, tokenizer, prompts, completions, lr=cfg.pretrain_lr,
+        batch_size=cfg.pretrain_batch_size, seed=seed, max_steps=cfg.pretrain_steps,
+        scheduler="cosine_with_min_lr", min_lr_rate=0.1,
+    )
+    return model, tokenizer, metrics

@@ -1,0 +1,79 @@
+"""Parquet and JSON files under one base location given as a path or URI (fsspec).
+
+Layout: ``<base>/<asset>.parquet`` or ``<base>/<asset>/<partition>.parquet`` (``.json`` for
+records). Writes go to a temporary name and are then moved into place, so a failed step leaves
+no partial file behind. Tables are checked against ``rs_pipeline.schemas`` both ways.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import uuid
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rs_pipeline.schemas import check_table
+
+
+class AssetStore:
+    def __init__(self, base_uri: str):
+        self.base_uri = str(base_uri)
+        self.fs, self.root = fsspec.core.url_to_fs(self.base_uri)
+
+    def path(self, asset: str, partition: str | None, ext: str) -> str:
+        name = f"{partition}.{ext}" if partition else f"{asset}.{ext}"
+        return posixpath.join(self.root, asset, name) if partition else posixpath.join(
+            self.root, name)
+
+    def uri(self, path: str) -> str:
+        return path if self.fs.protocol in ("file", ("file", "local")) else self.fs.unstrip_protocol(
+            path)
+
+    def exists(self, asset: str, partition: str | None = None, ext: str = "parquet") -> bool:
+        return self.fs.exists(self.path(asset, partition, ext))
+
+    def _atomic_write(self, path: str, write) -> None:
+        self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        tmp = posixpath.join(posixpath.dirname(path), f".tmp-{uuid.uuid4().hex}")
+        try:
+            with self.fs.open(tmp, "wb") as fh:
+                write(fh)
+            self.fs.mv(tmp, path)
+        finally:
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
+
+    def write_table(self, asset: str, table: pa.Table, partition: str | None = None) -> str:
+        path = self.path(asset, partition, "parquet")
+        table = check_table(table, asset, path)
+        self._atomic_write(path, lambda fh: pq.write_table(table, fh))
+        return path
+
+    def read_table(self, asset: str, partition: str | None = None) -> pa.Table:
+        path = self.path(asset, partition, "parquet")
+        with self.fs.open(path, "rb") as fh:
+            table = pq.read_table(fh)
+        return check_table(table, asset, path)
+
+    def write_json(self, asset: str, record: dict[str, Any], partition: str | None = None) -> str:
+        path = self.path(asset, partition, "json")
+        data = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
+        self._atomic_write(path, lambda fh: fh.write(data))
+        return path
+
+    def read_json(self, asset: str, partition: str | None = None) -> dict[str, Any]:
+        with self.fs.open(self.path(asset, partition, "json"), "rb") as fh:
+            return json.loads(fh.read())
+
+    def partitions(self, asset: str, ext: str) -> list[str]:
+        """Partition keys stored for ``asset`` (sorted)."""
+        folder = posixpath.join(self.root, asset)
+        if not self.fs.exists(folder):
+            return []
+        names = [posixpath.basename(p) for p in self.fs.ls(folder, detail=False)]
+        return sorted(n[: -len(ext) - 1] for n in names
+                      if n.endswith("." + ext) and not n.startswith("."))
