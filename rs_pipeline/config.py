@@ -36,9 +36,9 @@ class PolicyConfig:
     n_embd: int = _f(128, "Demo model: width.")
     n_head: int = _f(4, "Demo model: attention heads.")
     n_positions: int = _f(64, "Demo model: context length.")
-    pretrain_steps: int = _f(500, "Demo model: pretraining steps on the task's bugged data.")
-    pretrain_batch_size: int = _f(256, "Demo model: pretraining batch size.")
-    pretrain_lr: float = _f(1e-3, "Demo model: peak learning rate (cosine to a tenth).")
+    pretrain_steps: int = _f(300, "Demo model: pretraining steps on the task's bugged data.")
+    pretrain_batch_size: int = _f(128, "Demo model: pretraining batch size.")
+    pretrain_lr: float = _f(2e-3, "Demo model: peak learning rate (cosine to a tenth).")
     bug_rate: float = _f(0.6, "Demo model: share of pretraining answers carrying the task's bug.")
 
 
@@ -85,7 +85,7 @@ class SelectionConfig:
 @dataclass
 class SFTConfig:
     epochs: float = _f(1.0, "Epochs over the kept set (budget in epochs, never seconds).")
-    learning_rate: float = _f(5e-5, "Peak learning rate (linear decay).")
+    learning_rate: float = _f(5e-4, "Peak learning rate (linear decay).")
     batch_size: int = _f(64, "Rows per batch.")
 
 
@@ -126,9 +126,9 @@ class PipelineConfig:
 # Per-task presets the demo applies (measured in NOTES/README): gentle SFT keeps rev8 stable,
 # addition needs a slightly larger step and leans on the gate.
 TASK_PRESETS: dict[str, dict[str, Any]] = {
-    "rev8": {"policy": {"pretrain_steps": 500}, "sft": {"epochs": 1.0, "learning_rate": 5e-5}},
+    "rev8": {"policy": {"pretrain_steps": 300}, "sft": {"epochs": 1.0, "learning_rate": 5e-4}},
     "addition": {
-        "policy": {"pretrain_steps": 600},
+        "policy": {"pretrain_steps": 400},
         "sft": {"epochs": 1.0, "learning_rate": 2e-4},
         "gate": {"tolerance": 0.0},
     },

@@ -80,7 +80,7 @@ def sample_expanded(model, prompt_ids: torch.Tensor, seeds: torch.Tensor, params
     """
     n = params.n
     out = model(input_ids=prompt_ids, use_cache=True)
-    cache = out.past_key_values
+    cache = out.cache
     if n > 1:
         cache.batch_repeat_interleave(n)
     logits = out.logits[:, -1, :].repeat_interleave(n, dim=0)

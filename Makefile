@@ -1,0 +1,36 @@
+# Every target installs what it needs: a venv, the CPU torch build first, then the package.
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+ROUNDS ?= 3
+
+.PHONY: install demo test lint bench ui clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first, pinned to the CPU build on disk; a range it satisfies then adds nothing
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/rs-pipeline demo --fresh --rounds $(ROUNDS)
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) benchmarks/generation.py
+
+ui: install
+	$(VENV)/bin/rs-pipeline ui
+
+clean:
+	rm -rf $(VENV) test-artifacts
+	find dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +

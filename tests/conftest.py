@@ -1,0 +1,49 @@
+import os
+
+import pytest
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+# Budgets small enough for CPU tests, large enough that every step does real work.
+TINY = {
+    "seed": 0,
+    "task": {"name": "rev8", "eval_size": 64, "gate_size": 64, "round_size": 96},
+    "policy": {"pretrain_steps": 100, "pretrain_batch_size": 64, "n_layer": 2, "n_embd": 64,
+               "n_head": 2, "pretrain_lr": 3e-3},
+    "generation": {"n": 4, "batch_prompts": 64},
+    "preference": {"seed_pairs": 300, "pairs_per_round": 80, "replay_pairs": 40,
+                   "batch_size": 32, "heldout_fraction": 0.25},
+    "sft": {"epochs": 1, "learning_rate": 1e-3, "batch_size": 32},
+}
+
+
+@pytest.fixture
+def tiny_home(tmp_path, monkeypatch):
+    """A fresh Dagster home with tiny settings; DAGSTER_HOME points at it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (home / "rs_pipeline.yaml").write_text(yaml.safe_dump(TINY))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.delenv("RS_PIPELINE_CONFIG", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tmp_path_factory):
+    """A tiny pretrained rev8 policy folder shared by the unit tests."""
+    from rs_pipeline.config import PolicyConfig
+    from rs_pipeline.pretrain import pretrain_base_policy
+    from rs_pipeline.tasks import get_task
+
+    task = get_task("rev8")
+    cfg = PolicyConfig(pretrain_steps=100, pretrain_batch_size=64, n_layer=2, n_embd=64, n_head=2,
+                       pretrain_lr=3e-3)
+    model, tok, _ = pretrain_base_policy(task, task.prompts()[:2000], cfg, seed=0)
+    path = tmp_path_factory.mktemp("policy")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
