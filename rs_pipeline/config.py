@@ -57,8 +57,10 @@ class PreferenceConfig:
     base_path: str | None = _f(None, "Local sequence-classifier folder to start from (else the policy).")
     seed_pairs: int = _f(6000, "Synthetic labelled pairs for the first preference model.")
     seed_labels_path: str | None = _f(None, "Parquet of human seed judgements (replaces seed_pairs).")
-    seed_epochs: float = _f(1.0, "Epochs over the seed pairs.")
+    seed_epochs: float = _f(2.0, "Epochs over the seed pairs.")
     pairs_per_round: int = _f(2000, "On-policy pairs of distinct completions labelled per round.")
+    pair_strategy: str = _f("top_vs_other", "'top_vs_other' (previous model's favourite vs another) "
+                            "or 'random'.")
     replay_pairs: int = _f(2000, "Pairs replayed from earlier rounds at each refresh.")
     epochs: float = _f(1.0, "Epochs over a round's pairs plus replay.")
     learning_rate: float = _f(2e-4, "Refresh learning rate (5e-4 and above is noisy).")
@@ -198,3 +200,19 @@ def demo_config(task: str = "rev8", **overrides: Any) -> PipelineConfig:
         raise InputError(f"unknown demo task {task!r} (known: {', '.join(TASK_PRESETS)})")
     data = merge({"task": {"name": task}}, TASK_PRESETS[task])
     return config_from_dict(merge(data, overrides))
+
+
+def documented_settings(cls: type = PipelineConfig, prefix: str = ""):
+    """Every leaf setting as (dotted name, default, one-line doc), in declaration order."""
+    for f in dataclasses.fields(cls):
+        sub = f.default_factory
+        if sub is not dataclasses.MISSING and dataclasses.is_dataclass(sub):
+            yield from documented_settings(sub, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f.default, f.metadata.get("doc", "")
+
+
+def settings_table() -> str:
+    """The README's settings table (Markdown)."""
+    rows = [f"| `{n}` | `{d}` | {doc} |" for n, d, doc in documented_settings()]
+    return "\n".join(["| setting | default | meaning |", "|---|---|---|", *rows])

@@ -1,6 +1,11 @@
 """On-policy preference pairs: two *distinct* completions of one prompt from this round's samples.
 
 Identical completions carry no gradient under BT (a tie), so they are never paired.
+
+Strategy ``top_vs_other`` (the default) spends labels where selection will look: each prompt's
+first pair is the completion the *previous* preference model scores highest against another
+distinct one. When that favourite is wrong, the annotator says so, and the blind spot the policy
+was about to exploit is corrected before selection uses it. ``random`` pairs uniformly.
 """
 
 from __future__ import annotations
@@ -9,14 +14,17 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 
+STRATEGIES = ("top_vs_other", "random")
+
 
 def distinct_pairs(prompt_ids: Sequence[str], completions: Sequence[str], n_pairs: int,
-                   seed: int) -> list[tuple[int, int]]:
+                   seed: int, scores: Sequence[float] | None = None) -> list[tuple[int, int]]:
     """Up to ``n_pairs`` (row_a, row_b) index pairs of distinct completions of the same prompt.
 
-    Rows are the input positions. Each completion is represented by its first row. Prompts are
+    Rows are the input positions; each completion is represented by its first row. Prompts are
     visited in a seeded random order, one new pair per prompt per pass, so pairs spread over as
-    many prompts as possible before any prompt gives a second pair.
+    many prompts as possible before any prompt gives a second pair. With ``scores``, a prompt's
+    first pair is its top-scored completion against a random other one.
     """
     first_row: dict[str, dict[str, int]] = defaultdict(dict)
     for i, (pid, comp) in enumerate(zip(prompt_ids, completions)):
@@ -27,6 +35,9 @@ def distinct_pairs(prompt_ids: Sequence[str], completions: Sequence[str], n_pair
         rows = sorted(first_row[pid].values())
         combos = [(a, b) for k, a in enumerate(rows) for b in rows[k + 1 :]]
         rng.shuffle(combos)
+        if scores is not None and combos:
+            top = max(rows, key=lambda r: (scores[r], -r))
+            combos.sort(key=lambda ab: top in ab)  # stable: top's pairs last, popped first
         if combos:
             candidates[pid] = combos
     order = sorted(candidates)

@@ -85,14 +85,18 @@ def generate(model, tokenizer, prompts: pa.Table, params: SamplingParams, policy
 
 
 def label_round_pairs(generations: pa.Table, annotator, n_pairs: int, heldout_fraction: float,
-                      seed: int, round_key: str) -> pa.Table:
+                      seed: int, round_key: str,
+                      scores: Sequence[float] | None = None) -> pa.Table:
     """Pairs of distinct completions from this round's samples, labelled by the annotator.
 
-    Pairs the annotator cannot label (a file without them) are left out; a seeded share is
-    marked ``heldout`` for measuring pair accuracy.
+    With ``scores`` (the previous preference model's), each prompt's first pair puts its
+    top-scored completion against another (``pairs.distinct_pairs``). Pairs the annotator cannot
+    label (a file without them) are left out; a seeded share is marked ``heldout`` for measuring
+    pair accuracy.
     """
     g = generations.to_pydict()
-    picks = distinct_pairs(g["prompt_id"], g["completion"], n_pairs, seed=hash_seed(seed, round_key))
+    picks = distinct_pairs(g["prompt_id"], g["completion"], n_pairs,
+                           seed=hash_seed(seed, round_key), scores=scores)
     triples = [(g["prompt"][a], g["completion"][a], g["completion"][b]) for a, b in picks]
     labels = annotator.label(triples, salt=round_key)
     keep = [(ab, t, hp) for ab, t, hp in zip(picks, triples, labels) if hp is not None]

@@ -20,16 +20,19 @@ TINY = {
 }
 
 
+def make_home(path, monkeypatch, settings=TINY):
+    """A fresh Dagster home with ``settings``; DAGSTER_HOME points at it."""
+    path.mkdir(parents=True)
+    (path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (path / "rs_pipeline.yaml").write_text(yaml.safe_dump(settings))
+    monkeypatch.setenv("DAGSTER_HOME", str(path))
+    monkeypatch.delenv("RS_PIPELINE_CONFIG", raising=False)
+    return path
+
+
 @pytest.fixture
 def tiny_home(tmp_path, monkeypatch):
-    """A fresh Dagster home with tiny settings; DAGSTER_HOME points at it."""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    (home / "rs_pipeline.yaml").write_text(yaml.safe_dump(TINY))
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.delenv("RS_PIPELINE_CONFIG", raising=False)
-    return home
+    return make_home(tmp_path / "home", monkeypatch)
 
 
 @pytest.fixture(scope="session")

@@ -12,17 +12,22 @@ import yaml
 from rs_pipeline.defs.partitions import existing_rounds
 from rs_pipeline.defs.runner import materialize_bootstrap, materialize_round, round_summary
 from rs_pipeline.ids import table_version
+from tests.conftest import make_home
 
 ROUND_TABLES = ["round_prompts", "generations", "preference_labels", "scores", "sft_dataset",
                 "dpo_pairs"]
 
 
-@pytest.fixture
-def two_rounds(tiny_home):
-    instance = dg.DagsterInstance.get()
-    assert materialize_bootstrap(instance).success
-    results = [materialize_round(instance) for _ in range(2)]
-    return tiny_home, instance, results
+@pytest.fixture(scope="module")
+def two_rounds(tmp_path_factory):
+    """Bootstrap + two rounds once; the tests below read what they left."""
+    with pytest.MonkeyPatch.context() as mp:
+        home = make_home(tmp_path_factory.mktemp("two_rounds") / "home", mp)
+        instance = dg.DagsterInstance.get()
+        assert materialize_bootstrap(instance).success
+        results = [materialize_round(instance) for _ in range(2)]
+        assert all(r.success or round_summary(k).get("decision") for k, r in results)
+        yield home, instance, results
 
 
 def _client(home: Path):

@@ -8,7 +8,7 @@ from typing import Any
 
 import dagster as dg
 
-from rs_pipeline.defs.resources import dagster_home
+from rs_pipeline.defs.resources import dagster_home, resolve_config
 
 POLICY_MODEL = "rs-policy"
 PREFERENCE_MODEL = "rs-preference"
@@ -20,10 +20,14 @@ class MlflowResource(dg.ConfigurableResource):
     """SQLite tracking inside the Dagster home by default; artifacts beside it."""
 
     tracking_uri: str | None = None
-    experiment: str = "rs_pipeline"
+    experiment: str | None = None
 
     def _uri(self) -> str:
-        return self.tracking_uri or f"sqlite:///{dagster_home() / 'mlflow.db'}"
+        return (self.tracking_uri or resolve_config().storage.mlflow_tracking_uri
+                or f"sqlite:///{dagster_home() / 'mlflow.db'}")
+
+    def _experiment_name(self) -> str:
+        return self.experiment or resolve_config().storage.mlflow_experiment
 
     def client(self):
         import mlflow
@@ -33,11 +37,12 @@ class MlflowResource(dg.ConfigurableResource):
         return mlflow.MlflowClient(self._uri())
 
     def _experiment_id(self, client) -> str:
-        exp = client.get_experiment_by_name(self.experiment)
+        exp = client.get_experiment_by_name(self._experiment_name())
         if exp is not None:
             return exp.experiment_id
-        location = (dagster_home() / "mlartifacts").as_uri() if not self.tracking_uri else None
-        return client.create_experiment(self.experiment, artifact_location=location)
+        local = self._uri().startswith("sqlite:///")
+        location = (dagster_home() / "mlartifacts").as_uri() if local else None
+        return client.create_experiment(self._experiment_name(), artifact_location=location)
 
     def round_run(self, round_key: str, dagster_run_id: str | None) -> str:
         """The MLflow run of ``round_key`` (created on first use), tagged with the Dagster run."""

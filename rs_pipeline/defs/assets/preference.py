@@ -11,21 +11,36 @@ from rs_pipeline.defs.metadata import table_metadata, track
 from rs_pipeline.defs.mlflow_resource import PREFERENCE_MODEL, MlflowResource
 from rs_pipeline.defs.partitions import ROUNDS
 from rs_pipeline.defs.resources import PipelineResource
+from rs_pipeline.errors import InputError
 from rs_pipeline.ids import table_version
 from rs_pipeline.modeling import load_preference
-from rs_pipeline.preference import pair_accuracy, train_preference
+from rs_pipeline.pairs import STRATEGIES
+from rs_pipeline.preference import pair_accuracy, score, train_preference
 from rs_pipeline.round_steps import label_round_pairs, labelled_pairs, score_generations
 
 ROUND = "round"
 
 
-@dg.asset(partitions_def=ROUNDS, group_name=ROUND)
+@dg.asset(partitions_def=ROUNDS, group_name=ROUND, pool="model_work",
+          deps=["seed_preference_model"])
 def preference_labels(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                       generations: pa.Table) -> dg.Output[pa.Table]:
-    """Pairs of distinct completions from this round's samples, labelled by the annotator."""
+    """Pairs of distinct completions from this round's samples, labelled by the annotator
+    (by default each prompt's first pair is the previous preference model's favourite against
+    another completion: labels go where selection will look)."""
     pc = pipeline.settings.preference
+    if pc.pair_strategy not in STRATEGIES:
+        raise InputError(f"setting preference.pair_strategy: unknown {pc.pair_strategy!r} "
+                         f"(known: {STRATEGIES})")
+    prior = None
+    if pc.pair_strategy == "top_vs_other":
+        parent = preference_before(context.instance, pipeline.store, context.partition_key)
+        model, tok = load_preference(parent["path"])
+        prior = score(model, tok, generations.column("prompt").to_pylist(),
+                      generations.column("completion").to_pylist())
     table = label_round_pairs(generations, pipeline.annotator(), pc.pairs_per_round,
-                              pc.heldout_fraction, pipeline.settings.seed, context.partition_key)
+                              pc.heldout_fraction, pipeline.settings.seed, context.partition_key,
+                              scores=prior)
     decided = [h for h in table.column("hp").to_pylist() if h != 0.5]
     return dg.Output(table, data_version=dg.DataVersion(table_version(table)),
                      metadata=table_metadata(table, pairs=table.num_rows,
