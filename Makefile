@@ -4,7 +4,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 ROUNDS ?= 3
 
-.PHONY: install demo test lint bench ui clean
+.PHONY: install browser demo test lint bench ui clean
 
 install: $(STAMP)
 
@@ -16,10 +16,15 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
+# Debian's chromium for the UI test (a test tool's own browser download cannot work here)
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
 demo: install
 	$(VENV)/bin/rs-pipeline demo --fresh --rounds $(ROUNDS)
 
-test: install
+test: install browser
 	$(PY) -m pytest
 
 lint: install

@@ -1,4 +1,4 @@
-"""Command line: ``rs-pipeline demo | ui | round``."""
+"""Command line: ``rs-pipeline demo | round | lineage | ui``."""
 
 from __future__ import annotations
 
@@ -64,6 +64,8 @@ def write_demo_settings(home: Path, args) -> None:
         cfg = load_config(args.config)
     else:
         overrides = {"selection": {"selector": args.selector}} if args.selector else {}
+        if args.selector == "verifier":  # keep only verified answers (RAFT/ReST filtering)
+            overrides["selection"]["threshold"] = 0.5
         cfg = demo_config(args.task, **overrides)
     if target.exists():
         current = config_from_dict(yaml.safe_load(target.read_text()) or {})
@@ -132,16 +134,46 @@ def cmd_demo(args) -> int:
 
 
 def cmd_round(args) -> int:
+    """The next round now, under the nightly schedule's rule (no overlap, no stacking)."""
     use_home(args.home)
     _quiet_libraries()
     import dagster as dg
 
+    from rs_pipeline.defs.nightly import blocking_reason
     from rs_pipeline.defs.runner import materialize_round, round_summary
 
-    key, result = materialize_round(dg.DagsterInstance.get())
+    instance = dg.DagsterInstance.get()
+    reason = blocking_reason(instance)
+    if reason:
+        print(f"skipped: {reason}", file=sys.stderr)
+        return 3
+    key, result = materialize_round(instance)
     row = round_summary(key)
-    print(f"round {key}: promoted={row['promoted']} {row.get('decision', '')}")
+    print(f"round {key}: {'promoted' if row['promoted'] else 'refused'} -- "
+          f"{row.get('decision', 'failed before evaluation')}")
     return 0 if result.success or "decision" in row else 1
+
+
+def cmd_lineage(args) -> int:
+    use_home(args.home)
+    _quiet_libraries()
+    import json
+
+    import dagster as dg
+
+    from rs_pipeline.defs.lineage import Lineage, render
+    from rs_pipeline.defs.mlflow_resource import MlflowResource
+    from rs_pipeline.defs.resources import PipelineResource
+
+    lin = Lineage(dg.DagsterInstance.get(), PipelineResource().store, MlflowResource())
+    if args.kind == "policy":
+        answer = lin.policy_lineage(args.ref)
+    else:
+        if not args.round:
+            raise InputError("lineage data needs --round (e.g. --round r0001)")
+        answer = lin.data_lineage(args.ref, args.round, args.prompt_id, args.generation_id)
+    print(json.dumps(answer, indent=2, default=str) if args.json else render(answer))
+    return 0 if answer["consistent"] else 4
 
 
 def cmd_ui(args) -> int:
@@ -175,12 +207,21 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--fresh", action="store_true", help="wipe the home's history first")
     rnd = sub.add_parser("round", help="run the next round from the champion")
     rnd.add_argument("--home", default=HOME_DEFAULT)
+    lin = sub.add_parser("lineage", help="which model made this data / which data made this model")
+    lin.add_argument("kind", choices=["policy", "data"])
+    lin.add_argument("ref", help="policy: pol-… id, round key or rs-policy:VERSION; data: an asset")
+    lin.add_argument("--round", help="data: the round partition")
+    lin.add_argument("--prompt-id", help="data: one prompt's rows")
+    lin.add_argument("--generation-id", help="data: one generation's row")
+    lin.add_argument("--json", action="store_true", help="one JSON object")
+    lin.add_argument("--home", default=HOME_DEFAULT)
     ui = sub.add_parser("ui", help="the Dagster UI on 127.0.0.1 for a home")
     ui.add_argument("--home", default=HOME_DEFAULT)
     ui.add_argument("--port", type=int, default=3000)
     args = parser.parse_args(argv)
     try:
-        return {"demo": cmd_demo, "round": cmd_round, "ui": cmd_ui}[args.command](args)
+        commands = {"demo": cmd_demo, "round": cmd_round, "ui": cmd_ui, "lineage": cmd_lineage}
+        return commands[args.command](args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -106,6 +106,13 @@ class StorageConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    enabled: bool = _f(False, "Start the nightly_round schedule running (else off until turned on).")
+    cron: str = _f("0 2 * * *", "When the nightly round starts (cron).")
+    timezone: str = _f("", "IANA time zone of the cron; empty: this machine's local time.")
+
+
+@dataclass
 class PipelineConfig:
     seed: int = _f(0, "Seeds every random choice: same config, same rows.")
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -117,6 +124,7 @@ class PipelineConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,8 +139,8 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
     "rev8": {"policy": {"pretrain_steps": 300}, "sft": {"epochs": 1.0, "learning_rate": 5e-4}},
     "addition": {
         "policy": {"pretrain_steps": 400},
-        "sft": {"epochs": 1.0, "learning_rate": 2e-4},
-        "gate": {"tolerance": 0.0},
+        "sft": {"epochs": 2.0, "learning_rate": 5e-4},
+        "gate": {"tolerance": 0.02},
     },
 }
 

@@ -29,4 +29,4 @@ def test_demo_presets():
     assert demo_config("rev8").sft.learning_rate == 5e-4
     add = demo_config("addition", selection={"selector": "verifier"})
     assert add.task.name == "addition" and add.selection.selector == "verifier"
-    assert add.gate.tolerance == 0.0
+    assert add.gate.tolerance == 0.02 and add.sft.epochs == 2.0

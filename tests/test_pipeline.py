@@ -143,3 +143,70 @@ def test_same_config_reuses_the_base_policy_and_reproduces_rows(tiny_home):
     materialize_round(instance, key)  # re-materialize the same round
     gens2 = pq.read_table(storage / "generations" / f"{key}.parquet")
     assert gens1.equals(gens2)
+
+
+def test_lineage_agrees_with_rows_event_log_and_mlflow(two_rounds, monkeypatch, capsys):
+    import random
+
+    from rs_pipeline.cli import main
+    from rs_pipeline.defs.lineage import Lineage
+    from rs_pipeline.defs.mlflow_resource import MlflowResource
+    from rs_pipeline.defs.resources import PipelineResource
+
+    home, instance, results = two_rounds
+    storage = home / "storage"
+    lin = Lineage(instance, PipelineResource().store, MlflowResource())
+    client = _client(home)
+    rng = random.Random(7)
+    base = json.loads((storage / "base_policy.json").read_text())
+    for key, _ in results:
+        scores = pq.read_table(storage / "scores" / f"{key}.parquet")
+        row = scores.slice(rng.randrange(scores.num_rows), 1).to_pylist()[0]
+        ans = lin.data_lineage("scores", key, prompt_id=row["prompt_id"])
+        assert ans["consistent"], ans["sources"]
+        assert ans["policy_id"] == row["policy_id"] and ans["reward_model_id"] == row["reward_model_id"]
+        tag = client.get_model_version("rs-policy", ans["policy_mlflow_version"]).tags["policy_id"]
+        assert tag == row["policy_id"]
+        assert ans["policy_ancestors"][-1:] == [base["id"]] or row["policy_id"] == base["id"]
+        one = lin.data_lineage("generations", key, generation_id=row["generation_id"])
+        assert one["rows"] == 1 and one["policy_id"] == row["policy_id"]
+        pol = lin.policy_lineage(key)
+        sft = pq.read_table(storage / "sft_dataset" / f"{key}.parquet")
+        assert pol["consistent"], pol["sources"]
+        assert pol["sft_dataset_version"] == table_version(sft)
+        assert pol["sources"]["dagster"]["sft_dataset_data_version"] == table_version(sft)
+        assert pol["ancestors"][-1] == base["id"] and pol["round"] == key
+    base_answer = lin.policy_lineage(base["id"])
+    assert "r0001" in base_answer["sampled_by_rounds"] and base_answer["ancestors"] == []
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    assert main(["lineage", "policy", "r0002", "--json", "--home", str(home)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"policy_id", "parent_policy_id", "round", "sft_dataset_version"} <= set(out)
+    assert main(["lineage", "data", "sft_dataset", "--round", "r0001", "--home", str(home)]) == 0
+    assert "reward_model_id" in capsys.readouterr().out
+    assert main(["lineage", "data", "sft_dataset", "--round", "r0009", "--home", str(home)]) == 2
+
+
+def test_rounds_notebook_executes_and_draws_every_round(two_rounds, monkeypatch, tmp_path):
+    import shutil
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    home, _, results = two_rounds
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "notebook"
+    monkeypatch.setenv("RS_HOME", str(home))
+    monkeypatch.setenv("RS_NOTEBOOK_OUT", str(out))
+    nb = nbformat.read(root / "notebooks" / "rounds.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(root / "notebooks")}}).execute()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rounds"] == [k for k, _ in results]
+    assert summary["figures"] == ["accuracy_per_round.png", "kept_per_round.png",
+                                  "lineage_chain.png", "reward_distributions.png"]
+    assert all((out / f).stat().st_size > 5000 for f in summary["figures"])
+    table_html = nb.cells[2].outputs[0]["data"]["text/html"]
+    assert all(k in table_html for k, _ in results)
+    artifacts = root / "test-artifacts" / "notebook"
+    shutil.copytree(out, artifacts, dirs_exist_ok=True)

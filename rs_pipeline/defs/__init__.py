@@ -9,6 +9,7 @@ from rs_pipeline.defs.assets import ALL_ASSETS
 from rs_pipeline.defs.io_manager import ParquetIOManager
 from rs_pipeline.defs.jobs import bootstrap_job, round_job
 from rs_pipeline.defs.mlflow_resource import MlflowResource
+from rs_pipeline.defs.nightly import nightly_round
 from rs_pipeline.defs.resources import PipelineResource
 
 
@@ -17,4 +18,7 @@ def default_resources() -> dict:
             "io_manager": ParquetIOManager()}
 
 
-defs = dg.Definitions(assets=ALL_ASSETS, jobs=[bootstrap_job, round_job], resources=default_resources())
+# Steps run in one process (models load once per step, no re-import per step); on a cluster,
+# swap in a k8s/celery executor here.
+defs = dg.Definitions(assets=ALL_ASSETS, jobs=[bootstrap_job, round_job], schedules=[nightly_round],
+                      resources=default_resources(), executor=dg.in_process_executor)

@@ -35,6 +35,16 @@ def numeric(values: dict[str, Any]) -> dict[str, Any]:
             if v is not None}
 
 
+def picture(fig, alt: str) -> dg.MetadataValue:
+    """A matplotlib figure as an inline PNG the UI renders."""
+    import base64
+
+    from rs_pipeline.report import png_bytes
+
+    data = base64.b64encode(png_bytes(fig)).decode()
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
+
+
 def mlflow_link(url: str) -> dict[str, Any]:
     return {"mlflow_run": dg.MetadataValue.url(url)}
 

@@ -12,7 +12,7 @@ from rs_pipeline.defs.assets import ALL_ASSETS
 from rs_pipeline.defs.partitions import add_round
 from rs_pipeline.defs.resources import PipelineResource
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def materialize_bootstrap(instance: dg.DagsterInstance, quiet: bool = True):

@@ -6,7 +6,7 @@ import dataclasses
 import dagster as dg
 import pyarrow as pa
 
-from rs_pipeline.defs.metadata import numeric, track
+from rs_pipeline.defs.metadata import numeric, picture, track
 from rs_pipeline.defs.mlflow_resource import MlflowResource
 from rs_pipeline.defs.partitions import ROUNDS
 from rs_pipeline.defs.resources import PipelineResource
@@ -14,6 +14,7 @@ from rs_pipeline.evaluation import evaluate_policy, gate_decision
 from rs_pipeline.generation import SamplingParams
 from rs_pipeline.modeling import load_policy, load_preference
 from rs_pipeline.preference import score
+from rs_pipeline.report import accuracy_figure, round_history
 
 ROUND = "round"
 GATE_CHECK, HACKING_CHECK = "no_regression_vs_champion", "no_reward_hacking"
@@ -73,8 +74,10 @@ def round_eval(context: dg.AssetExecutionContext, pipeline: PipelineResource,
               "champion_policy_id": sampling_policy["id"],
               "reward_model_id": preference_model["id"], **results,
               "decision": dataclasses.asdict(decision)}
-    yield dg.Output(record, metadata={**meta, "decision": decision.reason,
-                                      "policy_id": policy_checkpoint["id"]})
+    history = round_history(pipeline.store, current=record)
+    yield dg.Output(record, metadata={
+        **meta, "decision": decision.reason, "policy_id": policy_checkpoint["id"],
+        "accuracy_per_round": picture(accuracy_figure(history), "accuracy per round")})
     yield dg.AssetCheckResult(
         check_name=GATE_CHECK, passed=not decision.regressed,
         metadata=numeric({"metric": decision.metric, "candidate": decision.candidate,

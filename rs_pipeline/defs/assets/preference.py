@@ -7,7 +7,7 @@ import dagster as dg
 import pyarrow as pa
 
 from rs_pipeline.defs.history import earlier_labels, preference_before
-from rs_pipeline.defs.metadata import table_metadata, track
+from rs_pipeline.defs.metadata import picture, table_metadata, track
 from rs_pipeline.defs.mlflow_resource import PREFERENCE_MODEL, MlflowResource
 from rs_pipeline.defs.partitions import ROUNDS
 from rs_pipeline.defs.resources import PipelineResource
@@ -16,6 +16,7 @@ from rs_pipeline.ids import table_version
 from rs_pipeline.modeling import load_preference
 from rs_pipeline.pairs import STRATEGIES
 from rs_pipeline.preference import pair_accuracy, score, train_preference
+from rs_pipeline.report import reward_figure
 from rs_pipeline.round_steps import label_round_pairs, labelled_pairs, score_generations
 
 ROUND = "round"
@@ -105,6 +106,16 @@ def scores(context: dg.AssetExecutionContext, pipeline: PipelineResource,
     rewards = table.column("reward").to_pylist()
     meta = track(context, mlflow, context.partition_key,
                  {"score/mean_reward": sum(rewards) / max(1, len(rewards))})
+    verdicts = table.column("verifier_score").to_pylist()
+    groups = ({"all": rewards} if None in verdicts else
+              {"verifier: right": [r for r, v in zip(rewards, verdicts) if v > 0],
+               "verifier: wrong": [r for r, v in zip(rewards, verdicts) if v <= 0]})
     return dg.Output(table, data_version=dg.DataVersion(table_version(table)),
                      metadata={**table_metadata(table), **meta,
-                               "reward_model_id": preference_model["id"]})
+                               "reward_model_id": preference_model["id"],
+                               "policy_id": sampled_policy(table),
+                               "reward_distribution": picture(reward_figure(groups), "rewards")})
+
+
+def sampled_policy(table: pa.Table) -> str:
+    return ",".join(sorted(set(table.column("policy_id").to_pylist())))

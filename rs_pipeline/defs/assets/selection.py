@@ -26,7 +26,8 @@ def sft_dataset(context: dg.AssetExecutionContext, pipeline: PipelineResource,
         "select/duplicate_completions": stats["duplicate_completions"],
         "select/kept_precision": stats.get("kept_precision")})
     return dg.Output(table, data_version=dg.DataVersion(version),
-                     metadata={**table_metadata(table), **meta, "sft_dataset_version": version})
+                     metadata={**table_metadata(table), **meta, "sft_dataset_version": version,
+                               **_ids(scores)})
 
 
 @dg.asset(partitions_def=ROUNDS, group_name=ROUND)
@@ -36,4 +37,10 @@ def dpo_pairs(context: dg.AssetExecutionContext, pipeline: PipelineResource,
     table = build_dpo_pairs(scores, pipeline.settings.selection.dpo_min_margin)
     meta = track(context, mlflow, context.partition_key, {"select/dpo_pairs": table.num_rows})
     return dg.Output(table, data_version=dg.DataVersion(table_version(table)),
-                     metadata={**table_metadata(table), **meta})
+                     metadata={**table_metadata(table), **meta, **_ids(scores)})
+
+
+def _ids(scores: pa.Table) -> dict:
+    """The policy and reward model behind a selection (one of each per round)."""
+    return {c: ",".join(sorted(set(scores.column(c).to_pylist())))
+            for c in ("policy_id", "reward_model_id")}

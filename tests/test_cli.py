@@ -1,0 +1,26 @@
+import yaml
+
+from rs_pipeline.cli import main, wipe_home
+from rs_pipeline.config import demo_config
+
+
+def test_a_home_keeps_one_history_unless_asked_to_start_fresh(tmp_path, monkeypatch, capsys):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    (home / "rs_pipeline.yaml").write_text(yaml.safe_dump(demo_config("rev8").to_dict()))
+    (home / "storage").mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    assert main(["demo", "--task", "addition", "--home", str(home), "--rounds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "--fresh" in err and "'rev8'" in err
+    wipe_home(home)
+    assert sorted(p.name for p in home.iterdir()) == ["dagster.yaml"]
+
+
+def test_bad_config_file_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "h"))
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("sft:\n  epochs: lots\n")
+    assert main(["demo", "--config", str(cfg), "--home", str(tmp_path / "h")]) == 2
+    assert "setting sft.epochs: expected float, got 'lots'" in capsys.readouterr().err

@@ -1,0 +1,90 @@
+"""The nightly schedule: tested with Dagster's schedule context, and once for real with the daemon."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import yaml
+from dagster._core.test_utils import create_run_for_test
+
+from rs_pipeline.defs.nightly import blocking_reason, local_timezone, nightly_round
+from rs_pipeline.storage import AssetStore
+
+
+def _evaluate(instance):
+    return nightly_round(dg.build_schedule_context(instance=instance))
+
+
+def test_schedule_adds_the_next_round_and_requests_it(tiny_home):
+    instance = dg.DagsterInstance.get()
+    req = _evaluate(instance)
+    assert isinstance(req, dg.RunRequest) and req.partition_key == "r0001"
+    assert instance.has_dynamic_partition("rounds", "r0001")
+    assert req.tags["rs_pipeline/trigger"] == "nightly"
+    assert nightly_round.default_status == dg.DefaultScheduleStatus.STOPPED  # off by default
+    assert nightly_round.cron_schedule == "0 2 * * *"
+    assert nightly_round.execution_timezone == local_timezone()
+
+
+def test_schedule_skips_while_a_round_runs_and_behind_a_failed_round(tiny_home):
+    instance = dg.DagsterInstance.get()
+    run = create_run_for_test(instance, job_name="round", status=dg.DagsterRunStatus.STARTED,
+                              tags={"dagster/partition": "r0001"})
+    skip = _evaluate(instance)
+    assert isinstance(skip, dg.SkipReason) and "r0001 is still running" in skip.skip_message
+    instance.report_run_failed(instance.get_run_by_id(run.run_id))
+    skip = _evaluate(instance)
+    assert isinstance(skip, dg.SkipReason) and "r0001 ended FAILURE" in skip.skip_message
+    # a round the gate refused is not a failure: the next round may start
+    AssetStore(str(tiny_home / "storage")).write_json(
+        "round_eval", {"decision": {"promoted": False, "reason": "regression"}}, "r0001")
+    assert blocking_reason(instance) is None
+    assert isinstance(_evaluate(instance), dg.RunRequest)
+
+
+def test_daemon_tick_launches_a_real_round(tiny_home):
+    """dagster-daemon against the temp home: a real tick of a running every-minute schedule."""
+    from rs_pipeline.defs.runner import materialize_bootstrap
+
+    instance = dg.DagsterInstance.get()
+    assert materialize_bootstrap(instance).success
+    cfg = yaml.safe_load((tiny_home / "rs_pipeline.yaml").read_text())
+    cfg["schedule"] = {"enabled": True, "cron": "* * * * *", "timezone": "UTC"}
+    (tiny_home / "rs_pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    log = open(tiny_home / "daemon.log", "w")
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "rs_pipeline.defs"],
+        env={**os.environ, "DAGSTER_HOME": str(tiny_home)}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True, preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL)
+                                                     for s in (signal.SIGINT, signal.SIGTERM)])
+    try:
+        deadline, run = time.time() + 300, None
+        while time.time() < deadline:
+            assert daemon.poll() is None, (tiny_home / "daemon.log").read_text()[-3000:]
+            runs = instance.get_runs(dg.RunsFilter(tags={"rs_pipeline/trigger": "nightly"}))
+            if runs and runs[0].status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
+                run = runs[0]
+                break
+            time.sleep(3)
+        assert run is not None, (tiny_home / "daemon.log").read_text()[-3000:]
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(timeout=30)
+    assert run.tags["dagster/partition"] == "r0001"
+    store = AssetStore(str(tiny_home / "storage"))
+    assert store.exists("round_eval", "r0001", "json")  # it ran to evaluation
+    base = store.read_json("base_policy")
+    assert store.read_json("sampling_policy", "r0001")["id"] == base["id"]
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tiny_home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("rs_pipeline")
+    mrun = client.search_runs([exp.experiment_id], "tags.round = 'r0001'")[0]
+    assert mrun.data.tags["dagster_run_id"] == run.run_id
+    ckpt = store.read_json("policy_checkpoint", "r0001")
+    version = client.search_model_versions(f"name = 'rs-policy' and tag.model_id = '{ckpt['id']}'")
+    assert version[0].tags["parent_policy_id"] == base["id"]
