@@ -12,19 +12,22 @@ Scorer = Callable[[Sequence[str], Sequence[str]], list[float]]
 
 
 def evaluate_policy(model, tokenizer, task: Task, prompts: Sequence[str], params: SamplingParams,
-                    reward_fn: Scorer | None, seed: int, batch_prompts: int = 256) -> dict:
+                    reward_fn: Scorer | None, seed: int, batch_prompts: int = 256,
+                    sampled: bool = True) -> dict:
     """Greedy and sampled metrics of a policy on ``prompts``.
 
     ``greedy_acc`` (verifier, greedy decoding), ``sample_acc`` (mean over N samples at the
     sampling temperature), ``pass_at_n``, ``mean_reward`` (``reward_fn`` over the samples),
     ``distinct_share`` (distinct completions / N, averaged over prompts), ``mean_length``
-    (characters). Verifier metrics are None when the task has no verifier.
+    (characters). Verifier metrics are None when the task has no verifier. ``sampled=False``
+    measures greedy decoding only (the sampled metrics then describe the greedy answers).
     """
     greedy = sample_prompts(model, tokenizer, prompts, SamplingParams(
         n=1, temperature=0.0, max_new_tokens=params.max_new_tokens), lambda p, s: 0, batch_prompts)
-    sampled = sample_prompts(model, tokenizer, prompts, params,
-                             lambda p, s: seed * 1_000_003 + p * 131 + s, batch_prompts)
-    comps, idx = sampled["completion"], sampled["prompt_index"]
+    samples = (sample_prompts(model, tokenizer, prompts, params,
+                              lambda p, s: seed * 1_000_003 + p * 131 + s, batch_prompts)
+               if sampled else greedy)
+    comps, idx = samples["completion"], samples["prompt_index"]
     sample_prompts_text = [prompts[i] for i in idx]
     metrics: dict = {
         "n_prompts": len(prompts),

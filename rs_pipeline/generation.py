@@ -1,8 +1,9 @@
 """Sampling N completions per prompt: prefill the prompt once, expand its KV cache N times.
 
-``generate(num_return_sequences=N)`` runs the prompt through the model N times; this engine runs
-it once and copies the cache (``DynamicCache.batch_repeat_interleave``), which pays off as
-prompts grow (``benchmarks/generation.py`` measures it).
+``generate(num_return_sequences=N)`` runs the prompt through the model N times and decodes into
+a cache that grows by concatenation; this engine runs the prompt once, repeats its keys/values N
+times into a preallocated ``StaticCache`` and decodes in place, which pays off as prompts grow
+(``benchmarks/generation.py`` measures it).
 
 Randomness is counter-based: sample ``i`` of a prompt draws Gumbel noise from a hash of its own
 seed, the step and the token id, so a row depends only on its seed and the weights, never on
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers import StaticCache
 
 _MASK31 = 0x7FFFFFFF
 
@@ -40,13 +42,19 @@ def _mix31(x: torch.Tensor) -> torch.Tensor:
     return ((x >> 16) ^ x) & _MASK31
 
 
-def gumbel_noise(seeds: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
+def seed_states(seeds: torch.Tensor) -> torch.Tensor:
+    """Per-row hash state of the seeds (computed once per sampling call)."""
+    return _mix31(seeds.to(torch.long) & _MASK31)[:, None]
+
+
+def gumbel_noise(seeds: torch.Tensor, step: int, vocab: int,
+                 states: torch.Tensor | None = None) -> torch.Tensor:
     """Gumbel(0, 1) noise of shape [rows, vocab], a pure function of (seed, step, token id)."""
-    base = _mix31(seeds.to(torch.long) & _MASK31)[:, None]
+    base = seed_states(seeds) if states is None else states
     counter = step * vocab + torch.arange(vocab, dtype=torch.long)[None, :]
     x = _mix31(_mix31((base + counter) & _MASK31) ^ base)
-    u = (x.to(torch.float64) + 0.5) / float(_MASK31 + 1)
-    return (-torch.log(-torch.log(u))).to(torch.float32)
+    u = ((x >> 7).to(torch.float32) + 0.5) * (1.0 / (1 << 24))  # 24 bits: exact in float32
+    return -torch.log(-torch.log(u))
 
 
 def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -62,15 +70,28 @@ def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tens
     return logits
 
 
-def pick_tokens(logits: torch.Tensor, seeds: torch.Tensor, step: int,
-                params: SamplingParams) -> torch.Tensor:
+def pick_tokens(logits: torch.Tensor, seeds: torch.Tensor, step: int, params: SamplingParams,
+                states: torch.Tensor | None = None) -> torch.Tensor:
+    """Greedy at temperature 0, else a Gumbel-max draw from the filtered softmax."""
     if params.temperature <= 0:
         return logits.argmax(-1)
     logits = _filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)
-    return (logits + gumbel_noise(seeds, step, logits.shape[-1])).argmax(-1)
+    return (logits + gumbel_noise(seeds, step, logits.shape[-1], states)).argmax(-1)
 
 
-@torch.no_grad()
+def expanded_static_cache(model, prefilled, n: int, max_len: int) -> StaticCache:
+    """The prompt's cache repeated ``n`` times into a preallocated cache of ``max_len`` slots.
+
+    Decoding then writes each new key/value in place; a growing cache would copy itself at
+    every step (``torch.cat``), which dominates decoding once prompts are long.
+    """
+    cache = StaticCache(config=model.config, max_cache_len=max_len)
+    for i, layer in enumerate(prefilled.layers):
+        cache.update(layer.keys.repeat_interleave(n, 0), layer.values.repeat_interleave(n, 0), i)
+    return cache
+
+
+@torch.inference_mode()
 def sample_expanded(model, prompt_ids: torch.Tensor, seeds: torch.Tensor, params: SamplingParams,
                     eos_id: int, pad_id: int) -> torch.Tensor:
     """Sample ``params.n`` continuations of each row of ``prompt_ids`` (equal-length prompts).
@@ -80,14 +101,13 @@ def sample_expanded(model, prompt_ids: torch.Tensor, seeds: torch.Tensor, params
     """
     n = params.n
     out = model(input_ids=prompt_ids, use_cache=True)
-    cache = out.cache
-    if n > 1:
-        cache.batch_repeat_interleave(n)
+    cache = expanded_static_cache(model, out.cache, n, prompt_ids.shape[1] + params.max_new_tokens)
     logits = out.logits[:, -1, :].repeat_interleave(n, dim=0)
     finished = torch.zeros(logits.shape[0], dtype=torch.bool)
+    states = seed_states(seeds)
     steps = []
     for step in range(params.max_new_tokens):
-        tok = pick_tokens(logits, seeds, step, params)
+        tok = pick_tokens(logits, seeds, step, params, states)
         tok = tok.masked_fill(finished, pad_id)
         steps.append(tok)
         finished |= tok == eos_id

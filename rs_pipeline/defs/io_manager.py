@@ -9,14 +9,17 @@ from __future__ import annotations
 import dagster as dg
 import pyarrow as pa
 
+from rs_pipeline.config import PipelineConfig
 from rs_pipeline.defs.resources import dagster_home, resolve_config
 from rs_pipeline.schemas import SCHEMAS
 from rs_pipeline.storage import AssetStore
 
 
-def asset_store(base_uri: str | None = None) -> AssetStore:
-    uri = base_uri or resolve_config().storage.base_uri or str(dagster_home() / "storage")
-    return AssetStore(uri)
+def asset_store(base_uri: str | None = None, settings: PipelineConfig | None = None) -> AssetStore:
+    """The asset store: ``base_uri``, else the settings' ``storage.base_uri``, else
+    ``$DAGSTER_HOME/storage``."""
+    settings = settings or resolve_config()
+    return AssetStore(base_uri or settings.storage.base_uri or str(dagster_home() / "storage"))
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):

@@ -51,7 +51,9 @@ class PipelineResource(dg.ConfigurableResource):
 
     @cached_property
     def store(self) -> AssetStore:
-        return AssetStore(self.settings.storage.base_uri or str(self.home / "storage"))
+        from rs_pipeline.defs.io_manager import asset_store
+
+        return asset_store(settings=self.settings)
 
     @cached_property
     def checkpoints(self) -> CheckpointStore:

@@ -11,7 +11,6 @@ from rs_pipeline.defs.mlflow_resource import MlflowResource
 from rs_pipeline.defs.partitions import ROUNDS
 from rs_pipeline.defs.resources import PipelineResource
 from rs_pipeline.evaluation import evaluate_policy, gate_decision
-from rs_pipeline.generation import SamplingParams
 from rs_pipeline.modeling import load_policy, load_preference
 from rs_pipeline.preference import score
 from rs_pipeline.report import accuracy_figure, round_history
@@ -47,15 +46,15 @@ def round_eval(context: dg.AssetExecutionContext, pipeline: PipelineResource,
         return score(rm, rtok, prompts, completions)
 
     params = pipeline.sampling_params()
-    greedy_only = SamplingParams(n=1, temperature=0.0, max_new_tokens=params.max_new_tokens)
     results = {}
     for who, rec in (("candidate", policy_checkpoint), ("champion", sampling_policy)):
         model, tok = load_policy(rec["path"])
         results[who] = {
             "eval": evaluate_policy(model, tok, task, _split(eval_prompts, "eval"), params,
                                     reward_fn, cfg.seed, cfg.generation.batch_prompts),
-            "gate": evaluate_policy(model, tok, task, _split(eval_prompts, "gate"), greedy_only,
-                                    reward_fn, cfg.seed, cfg.generation.batch_prompts),
+            "gate": evaluate_policy(model, tok, task, _split(eval_prompts, "gate"), params,
+                                    reward_fn, cfg.seed, cfg.generation.batch_prompts,
+                                    sampled=False),
         }
     g = cfg.gate
     decision = gate_decision(results["candidate"]["gate"], results["champion"]["gate"],
