@@ -107,14 +107,21 @@ def cmd_demo(args) -> int:
     import dagster as dg
 
     from rs_pipeline.defs.partitions import existing_rounds
-    from rs_pipeline.defs.runner import materialize_bootstrap, materialize_round, round_summary
+    from rs_pipeline.defs.runner import (
+        failure_messages,
+        materialize_bootstrap,
+        materialize_round,
+        round_summary,
+    )
 
     instance = dg.DagsterInstance.get()
     t0 = time.perf_counter()
     print(f"rs-pipeline demo: home {home}, task {args.task if not args.config else args.config}")
     print("bootstrap: prompt sets, base policy (pretrained once, then reused), seed preference "
           "model ...", flush=True)
-    materialize_bootstrap(instance)
+    boot = materialize_bootstrap(instance, raise_on_error=False)
+    if not boot.success:
+        raise InputError("bootstrap failed:\n  " + "\n  ".join(failure_messages(boot)))
     print(f"bootstrap done in {time.perf_counter() - t0:.0f}s", flush=True)
     for _ in range(args.rounds):
         t = time.perf_counter()
@@ -125,7 +132,8 @@ def cmd_demo(args) -> int:
               f"eval greedy {_fmt(row.get('greedy'))}, sampled {_fmt(row.get('sampled'))} -> "
               f"{status} [{time.perf_counter() - t:.0f}s]", flush=True)
         if not result.success and "decision" not in row:
-            print(f"round {key} failed before evaluation; see the run in the UI", file=sys.stderr)
+            print(f"round {key} failed before evaluation:\n  " +
+                  "\n  ".join(failure_messages(result)), file=sys.stderr)
             return 1
     print()
     print_table([round_summary(k) for k in existing_rounds(instance)])

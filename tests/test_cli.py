@@ -24,3 +24,17 @@ def test_bad_config_file_is_one_clear_error(tmp_path, monkeypatch, capsys):
     cfg.write_text("sft:\n  epochs: lots\n")
     assert main(["demo", "--config", str(cfg), "--home", str(tmp_path / "h")]) == 2
     assert "setting sft.epochs: expected float, got 'lots'" in capsys.readouterr().err
+
+
+def test_a_bad_prompts_file_fails_the_demo_with_the_file_and_row(tmp_path, monkeypatch, capsys):
+    home = tmp_path / "h"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "a"}\n{"prompt": ""}\n')
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({"task": {"name": "prompts_file", "prompts_path": str(prompts)},
+                                   "annotator": {"kind": "file", "path": str(tmp_path / "x")}}))
+    assert main(["demo", "--config", str(cfg), "--home", str(home)]) == 2
+    err = capsys.readouterr().err
+    assert "prompts.jsonl, row 1, column 'prompt'" in err and "Traceback" not in err
+    assert not list((home / "storage").glob("*.parquet"))  # nothing half-written

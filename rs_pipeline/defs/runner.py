@@ -15,10 +15,23 @@ from rs_pipeline.defs.resources import PipelineResource
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
-def materialize_bootstrap(instance: dg.DagsterInstance, quiet: bool = True):
+def materialize_bootstrap(instance: dg.DagsterInstance, quiet: bool = True,
+                          raise_on_error: bool = True):
     return dg.materialize(ALL_ASSETS, instance=instance, resources=default_resources(),
                           selection=dg.AssetSelection.groups("bootstrap"),
-                          run_config=QUIET if quiet else None, tags={"rs_pipeline/stage": "bootstrap"})
+                          run_config=QUIET if quiet else None, raise_on_error=raise_on_error,
+                          tags={"rs_pipeline/stage": "bootstrap"})
+
+
+def failure_messages(result) -> list[str]:
+    """One line per failed step: the step and its error's own message (no traceback)."""
+    out = []
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        while error.cause is not None and "InputError" not in error.cls_name:
+            error = error.cause
+        out.append(f"{event.step_key}: {error.message.strip()}")
+    return out
 
 
 def materialize_round(instance: dg.DagsterInstance, key: str | None = None, quiet: bool = True):

@@ -6,6 +6,7 @@ import random
 import dagster as dg
 import pyarrow as pa
 
+from rs_pipeline.annotation import SimulatedAnnotator
 from rs_pipeline.defs.history import earlier_labels, preference_before
 from rs_pipeline.defs.metadata import picture, table_metadata, track
 from rs_pipeline.defs.mlflow_resource import PREFERENCE_MODEL, MlflowResource
@@ -49,12 +50,9 @@ def preference_labels(context: dg.AssetExecutionContext, pipeline: PipelineResou
 
 
 def _verifier_pairs(task, pairs):
-    """The same pairs labelled by the verifier (true accuracy, free of annotator noise)."""
-    out = []
-    for p, a, b, _ in pairs:
-        sa, sb = task.verify(p, a), task.verify(p, b)
-        out.append((p, a, b, 0.5 if sa == sb else float(sa > sb)))
-    return out
+    """The same pairs labelled by the verifier alone (true accuracy, free of annotator noise)."""
+    truth = SimulatedAnnotator(task, label_noise=0.0).label([p[:3] for p in pairs])
+    return [(*p[:3], hp) for p, hp in zip(pairs, truth)]
 
 
 @dg.asset(partitions_def=ROUNDS, group_name=ROUND, pool="model_work",
