@@ -23,7 +23,7 @@ def history_row(store: AssetStore, ev: dict, promoted: bool) -> dict:
         "greedy_acc": cand["greedy_acc"], "sample_acc": cand["sample_acc"],
         "pass_at_n": cand["pass_at_n"], "mean_reward": cand["mean_reward"],
         "champion_greedy_acc": champ["greedy_acc"],
-        "kept": store.read_table("sft_dataset", key).num_rows
+        "kept": store.num_rows("sft_dataset", key)
         if store.exists("sft_dataset", key) else None,
         "promoted": promoted, "reason": ev["decision"]["reason"],
     }

@@ -59,6 +59,11 @@ class AssetStore:
             table = pq.read_table(fh)
         return check_table(table, asset, path)
 
+    def num_rows(self, asset: str, partition: str | None = None) -> int:
+        """Rows of a stored table, read from the Parquet footer only."""
+        with self.fs.open(self.path(asset, partition, "parquet"), "rb") as fh:
+            return pq.ParquetFile(fh).metadata.num_rows
+
     def write_json(self, asset: str, record: dict[str, Any], partition: str | None = None) -> str:
         path = self.path(asset, partition, "json")
         data = json.dumps(record, indent=2, sort_keys=True, default=str).encode()

@@ -19,6 +19,7 @@ def test_round_trip_partitioned_parquet_and_json(tmp_path):
     path = store.write_table("round_prompts", _prompts(), "r0001")
     assert path.endswith("round_prompts/r0001.parquet") and os.path.exists(path)
     assert store.read_table("round_prompts", "r0001").equals(_prompts())
+    assert store.num_rows("round_prompts", "r0001") == 3
     store.write_json("policy_checkpoint", {"id": "pol-1"}, "r0001")
     assert store.read_json("policy_checkpoint", "r0001") == {"id": "pol-1"}
     assert store.partitions("round_prompts", "parquet") == ["r0001"]

@@ -10,6 +10,8 @@ the rows' own columns (and the stored records), and MLflow's registry tags.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import dagster as dg
 import pyarrow.compute as pc
 
@@ -40,6 +42,7 @@ class Lineage:
         self._client = mlflow.client()
 
     # --- checkpoints -------------------------------------------------------------------
+    @cached_property
     def _checkpoints(self) -> dict[str, dict]:
         """Every policy record by id: the base policy and each round's candidate."""
         out = {}
@@ -69,7 +72,7 @@ class Lineage:
         return ref
 
     def ancestors(self, policy_id: str) -> list[str]:
-        checkpoints, chain, cur = self._checkpoints(), [], policy_id
+        checkpoints, chain, cur = self._checkpoints, [], policy_id
         while cur and cur in checkpoints and checkpoints[cur].get("parent_policy_id"):
             cur = checkpoints[cur]["parent_policy_id"]
             chain.append(cur)
@@ -77,7 +80,7 @@ class Lineage:
 
     def policy_lineage(self, ref: str) -> dict:
         policy_id = self.resolve_policy(ref)
-        checkpoints = self._checkpoints()
+        checkpoints = self._checkpoints
         if policy_id not in checkpoints:
             raise InputError(f"no checkpoint {policy_id!r} in this home")
         rec = checkpoints[policy_id]

@@ -35,6 +35,11 @@ def numeric(values: dict[str, Any]) -> dict[str, Any]:
             if v is not None}
 
 
+def distinct_ids(table: pa.Table, *columns: str) -> dict[str, str]:
+    """The ids behind a table's rows (one per round in practice), comma-joined per column."""
+    return {c: ",".join(sorted(set(table.column(c).to_pylist()))) for c in columns}
+
+
 def picture(fig, alt: str) -> dg.MetadataValue:
     """A matplotlib figure as an inline PNG the UI renders."""
     import base64

@@ -55,7 +55,7 @@ def round_summary(key: str) -> dict:
     if store.exists("policy_checkpoint", key, "json"):
         row["policy_id"] = store.read_json("policy_checkpoint", key)["id"]
     if store.exists("sft_dataset", key):
-        row["kept"] = store.read_table("sft_dataset", key).num_rows
+        row["kept"] = store.num_rows("sft_dataset", key)
     if store.exists("preference_model", key, "json"):
         pm = store.read_json("preference_model", key)
         row["pair_acc"] = pm.get("pair_acc")

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from rs_pipeline.annotation import SimulatedAnnotator
 from rs_pipeline.defs.history import earlier_labels, preference_before
-from rs_pipeline.defs.metadata import picture, table_metadata, track
+from rs_pipeline.defs.metadata import distinct_ids, picture, table_metadata, track
 from rs_pipeline.defs.mlflow_resource import PREFERENCE_MODEL, MlflowResource
 from rs_pipeline.defs.partitions import ROUNDS
 from rs_pipeline.defs.resources import PipelineResource
@@ -110,10 +110,5 @@ def scores(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                "verifier: wrong": [r for r, v in zip(rewards, verdicts) if v <= 0]})
     return dg.Output(table, data_version=dg.DataVersion(table_version(table)),
                      metadata={**table_metadata(table), **meta,
-                               "reward_model_id": preference_model["id"],
-                               "policy_id": sampled_policy(table),
+                               **distinct_ids(table, "policy_id", "reward_model_id"),
                                "reward_distribution": picture(reward_figure(groups), "rewards")})
-
-
-def sampled_policy(table: pa.Table) -> str:
-    return ",".join(sorted(set(table.column("policy_id").to_pylist())))

@@ -4,7 +4,7 @@
 import dagster as dg
 import pyarrow as pa
 
-from rs_pipeline.defs.metadata import table_metadata, track
+from rs_pipeline.defs.metadata import distinct_ids, table_metadata, track
 from rs_pipeline.defs.mlflow_resource import MlflowResource
 from rs_pipeline.defs.partitions import ROUNDS
 from rs_pipeline.defs.resources import PipelineResource
@@ -27,7 +27,7 @@ def sft_dataset(context: dg.AssetExecutionContext, pipeline: PipelineResource,
         "select/kept_precision": stats.get("kept_precision")})
     return dg.Output(table, data_version=dg.DataVersion(version),
                      metadata={**table_metadata(table), **meta, "sft_dataset_version": version,
-                               **_ids(scores)})
+                               **distinct_ids(scores, "policy_id", "reward_model_id")})
 
 
 @dg.asset(partitions_def=ROUNDS, group_name=ROUND)
@@ -37,10 +37,5 @@ def dpo_pairs(context: dg.AssetExecutionContext, pipeline: PipelineResource,
     table = build_dpo_pairs(scores, pipeline.settings.selection.dpo_min_margin)
     meta = track(context, mlflow, context.partition_key, {"select/dpo_pairs": table.num_rows})
     return dg.Output(table, data_version=dg.DataVersion(table_version(table)),
-                     metadata={**table_metadata(table), **meta, **_ids(scores)})
-
-
-def _ids(scores: pa.Table) -> dict:
-    """The policy and reward model behind a selection (one of each per round)."""
-    return {c: ",".join(sorted(set(scores.column(c).to_pylist())))
-            for c in ("policy_id", "reward_model_id")}
+                     metadata={**table_metadata(table), **meta,
+                               **distinct_ids(scores, "policy_id", "reward_model_id")})
