@@ -4,7 +4,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 ROUNDS ?= 3
 
-.PHONY: install browser demo test lint bench ui clean
+.PHONY: install browser demo test test-fast lint bench ui clean
 
 install: $(STAMP)
 
@@ -27,11 +27,15 @@ demo: install
 test: install browser
 	$(PY) -m pytest
 
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
 lint: install
 	$(VENV)/bin/ruff check .
 
 bench: install
 	$(PY) benchmarks/generation.py
+	$(PY) benchmarks/orchestration.py
 
 ui: install
 	$(VENV)/bin/rs-pipeline ui

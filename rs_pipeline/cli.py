@@ -57,7 +57,7 @@ def wipe_home(path: Path) -> None:
 
 def write_demo_settings(home: Path, args) -> None:
     from rs_pipeline.config import config_from_dict, demo_config, load_config
-    from rs_pipeline.defs.resources import CONFIG_FILE_NAME
+    from rs_pipeline.context import CONFIG_FILE_NAME
 
     target = home / CONFIG_FILE_NAME
     if args.config:
@@ -82,20 +82,25 @@ def _fmt(v, spec=".3f") -> str:
     return "-" if v is None else format(v, spec) if isinstance(v, float) else str(v)
 
 
-def print_table(rows: list[dict]) -> None:
+def print_table(rows) -> None:
+    """The demo's table: one line per round (``history.RoundRow``)."""
     head = ["round", "policy_id", "kept", "pair_acc", "eval_greedy", "eval_sampled", "gate",
             "promoted"]
     lines = [head]
     for r in rows:
-        lines.append([r["round"], r.get("policy_id", "-"), _fmt(r.get("kept")),
-                      _fmt(r.get("pair_acc")), _fmt(r.get("greedy")), _fmt(r.get("sampled")),
-                      f"{_fmt(r.get('gate'))}/{_fmt(r.get('champion_gate'))}",
-                      "yes" if r.get("promoted") else "no"])
+        lines.append([r.round, r.policy_id or "-", _fmt(r.kept), _fmt(r.pair_acc),
+                      _fmt(r.greedy_acc), _fmt(r.sample_acc),
+                      f"{_fmt(r.gate)}/{_fmt(r.champion_gate)}",
+                      "yes" if r.state == "promoted" else "no"])
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     for i, line in enumerate(lines):
         print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)))
         if i == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def _outcome(row) -> str:
+    return "promoted" if row.state == "promoted" else f"refused ({row.reason or 'failed'})"
 
 
 def cmd_demo(args) -> int:
@@ -106,60 +111,63 @@ def cmd_demo(args) -> int:
     _quiet_libraries()
     import dagster as dg
 
+    from rs_pipeline.context import load_context
     from rs_pipeline.defs.partitions import existing_rounds
-    from rs_pipeline.defs.runner import (
-        failure_messages,
-        materialize_bootstrap,
-        materialize_round,
-        round_summary,
-    )
+    from rs_pipeline.defs.runner import failure_messages, run_bootstrap, run_round
+    from rs_pipeline.history import round_row
 
+    store = load_context(home).store
     instance = dg.DagsterInstance.get()
     t0 = time.perf_counter()
     print(f"rs-pipeline demo: home {home}, task {args.task if not args.config else args.config}")
     print("bootstrap: prompt sets, base policy (pretrained once, then reused), seed preference "
           "model ...", flush=True)
-    boot = materialize_bootstrap(instance, raise_on_error=False)
+    boot = run_bootstrap(instance)
     if not boot.success:
         raise InputError("bootstrap failed:\n  " + "\n  ".join(failure_messages(boot)))
     print(f"bootstrap done in {time.perf_counter() - t0:.0f}s", flush=True)
     for _ in range(args.rounds):
         t = time.perf_counter()
-        key, result = materialize_round(instance)
-        row = round_summary(key)
-        status = "promoted" if row["promoted"] else f"refused ({row.get('decision', 'failed')})"
-        print(f"round {key}: kept {_fmt(row.get('kept'))}, pair acc {_fmt(row.get('pair_acc'))}, "
-              f"eval greedy {_fmt(row.get('greedy'))}, sampled {_fmt(row.get('sampled'))} -> "
-              f"{status} [{time.perf_counter() - t:.0f}s]", flush=True)
-        if not result.success and "decision" not in row:
+        key, result = run_round(instance)
+        row = round_row(store, key)
+        print(f"round {key}: kept {_fmt(row.kept)}, pair acc {_fmt(row.pair_acc)}, "
+              f"eval greedy {_fmt(row.greedy_acc)}, sampled {_fmt(row.sample_acc)} -> "
+              f"{_outcome(row)} [{time.perf_counter() - t:.0f}s]", flush=True)
+        if not result.success and not row.evaluated:
             print(f"round {key} failed before evaluation:\n  " +
                   "\n  ".join(failure_messages(result)), file=sys.stderr)
             return 1
     print()
-    print_table([round_summary(k) for k in existing_rounds(instance)])
+    print_table([round_row(store, k) for k in existing_rounds(instance)])
     print(f"\ntotal {time.perf_counter() - t0:.0f}s. Open the UI: rs-pipeline ui --home {args.home}")
     return 0
 
 
 def cmd_round(args) -> int:
     """The next round now, under the nightly schedule's rule (no overlap, no stacking)."""
-    use_home(args.home)
+    home = use_home(args.home)
     _quiet_libraries()
     import dagster as dg
 
+    from rs_pipeline.context import load_context
     from rs_pipeline.defs.nightly import blocking_reason
-    from rs_pipeline.defs.runner import materialize_round, round_summary
+    from rs_pipeline.defs.runner import failure_messages, run_round
+    from rs_pipeline.history import round_row
 
+    store = load_context(home).store
     instance = dg.DagsterInstance.get()
-    reason = blocking_reason(instance)
+    reason = blocking_reason(instance, store)
     if reason:
         print(f"skipped: {reason}", file=sys.stderr)
         return 3
-    key, result = materialize_round(instance)
-    row = round_summary(key)
-    print(f"round {key}: {'promoted' if row['promoted'] else 'refused'} -- "
-          f"{row.get('decision', 'failed before evaluation')}")
-    return 0 if result.success or "decision" in row else 1
+    key, result = run_round(instance)
+    row = round_row(store, key)
+    if not result.success and not row.evaluated:
+        print(f"round {key} failed before evaluation:\n  " +
+              "\n  ".join(failure_messages(result)), file=sys.stderr)
+        return 1
+    print(f"round {key}: {row.state} -- {row.reason}")
+    return 0
 
 
 def cmd_lineage(args) -> int:
@@ -173,7 +181,8 @@ def cmd_lineage(args) -> int:
     from rs_pipeline.defs.mlflow_resource import MlflowResource
     from rs_pipeline.defs.resources import PipelineResource
 
-    lin = Lineage(dg.DagsterInstance.get(), PipelineResource().store, MlflowResource())
+    pipeline = PipelineResource()
+    lin = Lineage(dg.DagsterInstance.get(), pipeline.ctx.store, MlflowResource(pipeline=pipeline))
     if args.kind == "policy":
         answer = lin.policy_lineage(args.ref)
     else:

@@ -1,112 +1,147 @@
 """The pipeline's settings: one typed tree of dataclasses, loaded from one YAML file.
 
-Every field has a one-line doc (the ``doc`` metadata) that the README's settings table repeats.
+Every field has a one-line doc (the ``doc`` metadata) that the README's settings table repeats,
+and optionally a range (``ge``/``gt``/``le``/``lt``). Choices are ``Literal`` types. Loading
+checks types, ranges, choices and unknown keys and reports *every* problem at once.
 Budgets are in steps, epochs and samples, never seconds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from rs_pipeline.errors import InputError
 
+Selector = Literal["preference", "verifier", "mix"]
+PairStrategy = Literal["top_vs_other", "random"]
+AnnotatorKind = Literal["simulated", "file"]
 
-def _f(default: Any, doc: str):
-    return field(default=default, metadata={"doc": doc})
+
+def _f(default: Any, doc: str, **bounds: float):
+    """A setting: its default, a one-line doc, and optional bounds ``ge``/``gt``/``le``/``lt``."""
+    return field(default=default, metadata={"doc": doc, **bounds})
 
 
 @dataclass
 class TaskConfig:
+    """Where prompts come from and how many each split and round gets."""
+
     name: str = _f("rev8", "Task: 'rev8' (default demo), 'addition', or 'prompts_file'.")
     prompts_path: str | None = _f(None, "Parquet/JSONL with a 'prompt' column (task 'prompts_file').")
-    eval_size: int = _f(256, "Prompts held out for the reported evaluation (never trained on).")
-    gate_size: int = _f(512, "Prompts held out for the promotion gate (never trained on).")
-    round_size: int = _f(2048, "Prompts sampled per round from the training pool.")
+    eval_size: int = _f(256, "Prompts held out for the reported evaluation (never trained on).", ge=1)
+    gate_size: int = _f(512, "Prompts held out for the promotion gate (never trained on).", ge=1)
+    round_size: int = _f(2048, "Prompts sampled per round from the training pool.", ge=1)
 
 
 @dataclass
 class PolicyConfig:
+    """The round-0 policy: your checkpoint folder, or the demo model built here."""
+
     base_path: str | None = _f(None, "Local Hugging Face causal-LM folder; empty: build the demo model.")
-    n_layer: int = _f(4, "Demo model: transformer layers.")
-    n_embd: int = _f(128, "Demo model: width.")
-    n_head: int = _f(4, "Demo model: attention heads.")
-    n_positions: int = _f(64, "Demo model: context length.")
-    pretrain_steps: int = _f(300, "Demo model: pretraining steps on the task's bugged data.")
-    pretrain_batch_size: int = _f(128, "Demo model: pretraining batch size.")
-    pretrain_lr: float = _f(2e-3, "Demo model: peak learning rate (cosine to a tenth).")
-    bug_rate: float = _f(0.6, "Demo model: share of pretraining answers carrying the task's bug.")
+    n_layer: int = _f(4, "Demo model: transformer layers.", ge=1)
+    n_embd: int = _f(128, "Demo model: width.", ge=1)
+    n_head: int = _f(4, "Demo model: attention heads.", ge=1)
+    n_positions: int = _f(64, "Demo model: context length.", ge=8)
+    pretrain_steps: int = _f(300, "Demo model: pretraining steps on the task's bugged data.", ge=1)
+    pretrain_batch_size: int = _f(128, "Demo model: pretraining batch size.", ge=1)
+    pretrain_lr: float = _f(2e-3, "Demo model: peak learning rate (cosine to a tenth).", gt=0)
+    bug_rate: float = _f(0.6, "Demo model: share of pretraining answers carrying the task's bug.",
+                         ge=0, le=1)
 
 
 @dataclass
 class GenerationConfig:
-    n: int = _f(8, "Samples per prompt (the N of best-of-N).")
-    temperature: float = _f(1.0, "Sampling temperature.")
-    top_k: int = _f(0, "Keep the k most likely tokens (0: off).")
-    top_p: float = _f(1.0, "Nucleus sampling mass (1.0: off).")
-    max_new_tokens: int = _f(0, "Longest completion in tokens (0: from the task).")
-    batch_prompts: int = _f(256, "Prompts per sampling batch (each expanded N times).")
+    """Sampling N responses per prompt."""
+
+    n: int = _f(8, "Samples per prompt (the N of best-of-N).", ge=1)
+    temperature: float = _f(1.0, "Sampling temperature.", ge=0)
+    top_k: int = _f(0, "Keep the k most likely tokens (0: off).", ge=0)
+    top_p: float = _f(1.0, "Nucleus sampling mass (1.0: off).", gt=0, le=1)
+    max_new_tokens: int = _f(0, "Longest completion in tokens (0: from the task).", ge=0)
+    batch_prompts: int = _f(256, "Prompts per sampling batch (each expanded N times).", ge=1)
 
 
 @dataclass
 class PreferenceConfig:
-    base_path: str | None = _f(None, "Local sequence-classifier folder to start from (else the policy).")
-    seed_pairs: int = _f(6000, "Synthetic labelled pairs for the first preference model.")
+    """The preference (reward) model: seed training and the per-round refresh."""
+
+    seed_pairs: int = _f(6000, "Synthetic labelled pairs for the first preference model.", ge=2)
     seed_labels_path: str | None = _f(None, "Parquet of human seed judgements (replaces seed_pairs).")
-    seed_epochs: float = _f(2.0, "Epochs over the seed pairs.")
-    pairs_per_round: int = _f(2000, "On-policy pairs of distinct completions labelled per round.")
-    pair_strategy: str = _f("top_vs_other", "'top_vs_other' (previous model's favourite vs another) "
-                            "or 'random'.")
-    replay_pairs: int = _f(2000, "Pairs replayed from earlier rounds at each refresh.")
-    epochs: float = _f(1.0, "Epochs over a round's pairs plus replay.")
-    learning_rate: float = _f(2e-4, "Refresh learning rate (5e-4 and above is noisy).")
-    seed_learning_rate: float = _f(5e-4, "Learning rate of the first preference model.")
-    batch_size: int = _f(64, "Pairs per training batch.")
-    heldout_fraction: float = _f(0.1, "Share of labelled pairs held out for pair accuracy.")
+    base_path: str | None = _f(
+        None, "Local sequence-classifier folder to start from (else the policy).")
+    seed_epochs: float = _f(2.0, "Epochs over the seed pairs.", gt=0)
+    pairs_per_round: int = _f(2000, "On-policy pairs of distinct completions labelled per round.", ge=1)
+    pair_strategy: PairStrategy = _f("top_vs_other", "'top_vs_other' (previous model's favourite "
+                                     "vs another) or 'random'.")
+    replay_pairs: int = _f(2000, "Pairs replayed from earlier rounds at each refresh.", ge=0)
+    epochs: float = _f(1.0, "Epochs over a round's pairs plus replay.", gt=0)
+    learning_rate: float = _f(2e-4, "Refresh learning rate (5e-4 and above is noisy).", gt=0)
+    seed_learning_rate: float = _f(5e-4, "Learning rate of the first preference model.", gt=0)
+    batch_size: int = _f(64, "Pairs per training batch.", ge=1)
+    heldout_fraction: float = _f(0.1, "Share of labelled pairs held out for pair accuracy.",
+                                 gt=0, lt=1)
 
 
 @dataclass
 class AnnotatorConfig:
-    kind: str = _f("simulated", "'simulated' (verifier + noise) or 'file' (human judgements).")
-    label_noise: float = _f(0.1, "Simulated: probability a decided label is flipped.")
+    """Who labels pairs (soft label hp in [0, 1])."""
+
+    kind: AnnotatorKind = _f("simulated", "'simulated' (verifier + noise) or 'file' (human judgements).")
+    label_noise: float = _f(0.1, "Simulated: probability a decided label is flipped.", ge=0, le=0.5)
     path: str | None = _f(None, "File: Parquet with prompt, completion_a, completion_b, hp.")
 
 
 @dataclass
 class SelectionConfig:
-    selector: str = _f("preference", "'preference', 'verifier', or 'mix'.")
-    mix_weight: float = _f(0.5, "Mix: weight of the verifier score (1 - weight on the reward).")
+    """Which response per prompt is kept (SFT) and which pairs become DPO pairs."""
+
+    selector: Selector = _f("preference", "'preference', 'verifier', or 'mix'.")
+    mix_weight: float = _f(0.5, "Mix: weight of the verifier score (1 - weight on the reward).",
+                           ge=0, le=1)
     threshold: float | None = _f(None, "Keep the best only if its selection score is at least this.")
-    dpo_min_margin: float = _f(0.5, "Minimum best-minus-worst score for a DPO pair.")
+    dpo_min_margin: float = _f(0.5, "Minimum best-minus-worst score for a DPO pair.", ge=0)
 
 
 @dataclass
 class SFTConfig:
-    epochs: float = _f(1.0, "Epochs over the kept set (budget in epochs, never seconds).")
-    learning_rate: float = _f(5e-4, "Peak learning rate (linear decay).")
-    batch_size: int = _f(64, "Rows per batch.")
+    """Fine-tuning the champion on the kept set."""
+
+    epochs: float = _f(1.0, "Epochs over the kept set (budget in epochs, never seconds).", gt=0)
+    learning_rate: float = _f(5e-4, "Peak learning rate (linear decay).", gt=0)
+    batch_size: int = _f(64, "Rows per batch.", ge=1)
 
 
 @dataclass
 class GateConfig:
+    """When a candidate is refused promotion."""
+
     tolerance: float = _f(0.01, "Refuse a candidate whose gate accuracy is below champion - this.")
-    hacking_reward_margin: float = _f(0.05, "Reward rise that, with accuracy falling, flags hacking.")
-    hacking_acc_margin: float = _f(0.01, "Accuracy fall that, with reward rising, flags hacking.")
+    hacking_reward_margin: float = _f(0.05, "Reward rise that, with accuracy falling, flags hacking.",
+                                      ge=0)
+    hacking_acc_margin: float = _f(0.01, "Accuracy fall that, with reward rising, flags hacking.",
+                                   ge=0)
 
 
 @dataclass
 class StorageConfig:
-    base_uri: str | None = _f(None, "Where assets live (path or URI); empty: $DAGSTER_HOME/storage.")
+    """Where tables, checkpoints and MLflow records live."""
+
+    base_uri: str | None = _f(None, "Where assets and checkpoints live (path or fsspec URI); empty: "
+                              "$DAGSTER_HOME/storage.")
     mlflow_tracking_uri: str | None = _f(None, "MLflow tracking URI; empty: sqlite in $DAGSTER_HOME.")
     mlflow_experiment: str = _f("rs_pipeline", "MLflow experiment name.")
 
 
 @dataclass
 class ScheduleConfig:
+    """The nightly round."""
+
     enabled: bool = _f(False, "Start the nightly_round schedule running (else off until turned on).")
     cron: str = _f("0 2 * * *", "When the nightly round starts (cron).")
     timezone: str = _f("", "IANA time zone of the cron; empty: this machine's local time.")
@@ -114,7 +149,9 @@ class ScheduleConfig:
 
 @dataclass
 class PipelineConfig:
-    seed: int = _f(0, "Seeds every random choice: same config, same rows.")
+    """Every setting of a run (one YAML file)."""
+
+    seed: int = _f(0, "Seeds every random choice: same config, same rows.", ge=0)
     task: TaskConfig = field(default_factory=TaskConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -144,37 +181,74 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+_BOUNDS = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
+           "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
 
-def _build(cls, data: dict[str, Any], where: str):
+
+def _section(f: dataclasses.Field) -> type | None:
+    sub = f.default_factory
+    return sub if sub is not dataclasses.MISSING and dataclasses.is_dataclass(sub) else None
+
+
+def _build(cls, data: Any, where: str, problems: list[str]):
     if not isinstance(data, dict):
-        raise InputError(f"setting {where or '<root>'}: expected a mapping, got {data!r}")
+        problems.append(f"setting {where or '<root>'}: expected a mapping, got {data!r}")
+        return cls()
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
         name = f"{where}.{key}" if where else key
         if key not in fields:
-            raise InputError(f"setting {name}: unknown (known: {', '.join(fields)})")
-        sub = fields[key].default_factory
-        if dataclasses.is_dataclass(sub):
-            kwargs[key] = _build(sub, value or {}, name)
-        else:
-            kwargs[key] = _coerce(fields[key], value, name)
+            problems.append(f"setting {name}: unknown (known: {', '.join(fields)})")
+            continue
+        sub = _section(fields[key])
+        if sub is not None:
+            kwargs[key] = _build(sub, value if value is not None else {}, name, problems)
+            continue
+        try:
+            kwargs[key] = _check(fields[key], hints[key], value, name)
+        except InputError as exc:
+            problems.append(str(exc))
     return cls(**kwargs)
 
 
-def _coerce(f: dataclasses.Field, value: Any, name: str) -> Any:
-    default = f.default
-    if value is None or default is None:
+def _check(f: dataclasses.Field, hint: Any, value: Any, name: str) -> Any:
+    value = _coerce(hint, value, name)
+    for key, (ok, sign) in _BOUNDS.items():
+        bound = f.metadata.get(key)
+        if bound is not None and value is not None and not ok(value, bound):
+            raise InputError(f"setting {name}: must be {sign} {bound}, got {value!r}")
+    return value
+
+
+def _coerce(hint: Any, value: Any, name: str) -> Any:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is Literal:
+        if value not in args:
+            raise InputError(f"setting {name}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
-    kind = type(default)
-    if kind is bool or kind is str:
-        if not isinstance(value, kind):
-            raise InputError(f"setting {name}: expected {kind.__name__}, got {value!r}")
+    if type(None) in args:  # Optional[X]
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint is bool or hint is str:
+        if not isinstance(value, hint):
+            raise InputError(f"setting {name}: expected {hint.__name__}, got {value!r}")
         return value
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise InputError(f"setting {name}: expected {kind.__name__}, got {value!r}") from None
+    if hint is int:
+        if isinstance(value, bool) or not (
+                isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise InputError(f"setting {name}: expected int, got {value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool):
+            raise InputError(f"setting {name}: expected float, got {value!r}")
+        try:
+            return float(value)  # YAML reads 1e-4 as a string
+        except (TypeError, ValueError):
+            raise InputError(f"setting {name}: expected float, got {value!r}") from None
+    return value
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -184,8 +258,15 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def config_from_dict(data: dict[str, Any]) -> PipelineConfig:
-    return _build(PipelineConfig, data or {}, "")
+def config_from_dict(data: dict[str, Any] | None, where: str = "") -> PipelineConfig:
+    """Settings from a mapping; every problem (type, range, choice, unknown key) in one error."""
+    problems: list[str] = []
+    cfg = _build(PipelineConfig, data or {}, "", problems)
+    if problems:
+        prefix = f"{where}: " if where else ""
+        raise InputError(prefix + "\n".join(problems) if len(problems) == 1
+                         else f"{prefix}{len(problems)} problems:\n  " + "\n  ".join(problems))
+    return cfg
 
 
 def load_config(path: str | Path) -> PipelineConfig:
@@ -196,10 +277,7 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise InputError(f"config file {path} does not exist") from None
     except yaml.YAMLError as exc:
         raise InputError(f"config file {path} is not valid YAML: {exc}") from None
-    try:
-        return config_from_dict(data)
-    except InputError as exc:
-        raise InputError(f"config file {path}: {exc}") from None
+    return config_from_dict(data, where=f"config file {path}")
 
 
 def demo_config(task: str = "rev8", **overrides: Any) -> PipelineConfig:
@@ -213,8 +291,8 @@ def demo_config(task: str = "rev8", **overrides: Any) -> PipelineConfig:
 def documented_settings(cls: type = PipelineConfig, prefix: str = ""):
     """Every leaf setting as (dotted name, default, one-line doc), in declaration order."""
     for f in dataclasses.fields(cls):
-        sub = f.default_factory
-        if sub is not dataclasses.MISSING and dataclasses.is_dataclass(sub):
+        sub = _section(f)
+        if sub is not None:
             yield from documented_settings(sub, f"{prefix}{f.name}.")
         else:
             yield f"{prefix}{f.name}", f.default, f.metadata.get("doc", "")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
+from rs_pipeline.config import GateConfig
 from rs_pipeline.generation import SamplingParams, sample_prompts
+from rs_pipeline.records import GateDecision, PolicyMetrics
 from rs_pipeline.tasks.base import Task
 
 Scorer = Callable[[Sequence[str], Sequence[str]], list[float]]
@@ -13,7 +14,7 @@ Scorer = Callable[[Sequence[str], Sequence[str]], list[float]]
 
 def evaluate_policy(model, tokenizer, task: Task, prompts: Sequence[str], params: SamplingParams,
                     reward_fn: Scorer | None, seed: int, batch_prompts: int = 256,
-                    sampled: bool = True) -> dict:
+                    sampled: bool = True) -> PolicyMetrics:
     """Greedy and sampled metrics of a policy on ``prompts``.
 
     ``greedy_acc`` (verifier, greedy decoding), ``sample_acc`` (mean over N samples at the
@@ -33,8 +34,6 @@ def evaluate_policy(model, tokenizer, task: Task, prompts: Sequence[str], params
         "n_prompts": len(prompts),
         "distinct_share": len(set(zip(idx, comps))) / len(comps),
         "mean_length": sum(len(c) for c in comps) / len(comps),
-        "greedy_acc": None, "sample_acc": None, "pass_at_n": None, "mean_reward": None,
-        "greedy_mean_reward": None,
     }
     if task.has_verifier:
         g = [task.verify(p, c) for p, c in zip(prompts, greedy["completion"])]
@@ -47,44 +46,35 @@ def evaluate_policy(model, tokenizer, task: Task, prompts: Sequence[str], params
         metrics["mean_reward"] = sum(rewards) / len(rewards)
         greedy_rewards = reward_fn(list(prompts), greedy["completion"])
         metrics["greedy_mean_reward"] = sum(greedy_rewards) / len(greedy_rewards)
-    return metrics
+    return PolicyMetrics(**metrics)
 
 
-@dataclass
-class GateDecision:
-    promoted: bool
-    metric: str
-    candidate: float
-    champion: float
-    regressed: bool
-    reward_hacking: bool
-    reason: str
-
-
-def gate_decision(candidate_gate: dict, champion_gate: dict, candidate_eval: dict,
-                  champion_eval: dict, tolerance: float, reward_margin: float,
-                  acc_margin: float) -> GateDecision:
+def gate_decision(candidate_gate: PolicyMetrics, champion_gate: PolicyMetrics,
+                  candidate_eval: PolicyMetrics, champion_eval: PolicyMetrics,
+                  gate: GateConfig) -> GateDecision:
     """Promote unless the candidate regresses on the gate set or games the reward.
 
     The gate metric is verifier greedy accuracy where the task has a verifier, else the mean
-    reward of greedy completions. Reward hacking: mean reward up by more than ``reward_margin``
-    while sampled verifier accuracy falls by more than ``acc_margin``.
+    reward of greedy completions. Reward hacking: mean reward up by more than
+    ``gate.hacking_reward_margin`` while sampled verifier accuracy falls by more than
+    ``gate.hacking_acc_margin``.
     """
-    metric = "greedy_acc" if candidate_gate.get("greedy_acc") is not None else "greedy_mean_reward"
-    cand, champ = float(candidate_gate[metric]), float(champion_gate[metric])
+    metric = "greedy_acc" if candidate_gate.greedy_acc is not None else "greedy_mean_reward"
+    cand, champ = float(getattr(candidate_gate, metric)), float(getattr(champion_gate, metric))
+    tolerance = gate.tolerance
     regress = cand < champ - tolerance
     hacking = False
-    if candidate_eval.get("sample_acc") is not None and candidate_eval.get("mean_reward") is not None:
-        reward_up = candidate_eval["mean_reward"] - champion_eval["mean_reward"] > reward_margin
-        acc_down = champion_eval["sample_acc"] - candidate_eval["sample_acc"] > acc_margin
+    if candidate_eval.sample_acc is not None and candidate_eval.mean_reward is not None:
+        reward_up = candidate_eval.mean_reward - champion_eval.mean_reward > gate.hacking_reward_margin
+        acc_down = champion_eval.sample_acc - candidate_eval.sample_acc > gate.hacking_acc_margin
         hacking = reward_up and acc_down
     if regress:
         reason = (f"regression: gate {metric} {cand:.4f} < champion {champ:.4f} - tolerance "
                   f"{tolerance}")
     elif hacking:
-        reason = (f"reward hacking: mean reward {candidate_eval['mean_reward']:.3f} vs "
-                  f"{champion_eval['mean_reward']:.3f} while sampled accuracy "
-                  f"{candidate_eval['sample_acc']:.4f} vs {champion_eval['sample_acc']:.4f}")
+        reason = (f"reward hacking: mean reward {candidate_eval.mean_reward:.3f} vs "
+                  f"{champion_eval.mean_reward:.3f} while sampled accuracy "
+                  f"{candidate_eval.sample_acc:.4f} vs {champion_eval.sample_acc:.4f}")
     else:
         reason = f"promoted: gate {metric} {cand:.4f} vs champion {champ:.4f} (tolerance {tolerance})"
     return GateDecision(not (regress or hacking), metric, cand, champ, regress, hacking, reason)

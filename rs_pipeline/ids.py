@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import unicodedata
 from typing import Any
@@ -38,7 +39,38 @@ def table_version(table: pa.Table) -> str:
     return _digest(sink.getvalue().to_pybytes())
 
 
-def sample_seed(base_seed: int, round_key: str, pid: str, index: int) -> int:
-    """Per-sample seed derived from the run seed, round, prompt and sample index (31 bits)."""
-    data = f"{base_seed}|{round_key}|{pid}|{index}".encode()
+def derive_seed(*parts: object) -> int:
+    """The one seed scheme: a 31-bit seed hashed from the run seed and what the draw is for
+    (round, prompt id, sample index, ...). Same parts, same seed, on any machine."""
+    data = "|".join(str(p) for p in parts).encode()
     return int.from_bytes(hashlib.sha256(data).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def sample_seed(base_seed: int, round_key: str, pid: str, index: int) -> int:
+    """Per-sample seed of a round's generation (run seed, round, prompt, sample index)."""
+    return derive_seed(base_seed, round_key, pid, index)
+
+
+def seeded_rng(*parts: object) -> random.Random:
+    """A ``random.Random`` stream named by its parts (e.g. seed, round, "heldout")."""
+    return random.Random("|".join(str(p) for p in parts))
+
+
+def round_pair_seed(seed: int, round_key: str) -> int:
+    """Seed of a round's pair draw (legacy formula kept while figures are compared)."""
+    return int(config_hash([seed, round_key]), 16) & 0x7FFFFFFF
+
+
+_ROUND_KEY = re.compile(r"^r(\d{4,})$")
+
+
+def round_key(number: int) -> str:
+    """Round partition keys sort as text and as numbers: ``r0001``, ``r0002``, ..."""
+    return f"r{number:04d}"
+
+
+def round_number(key: str) -> int:
+    m = _ROUND_KEY.match(key)
+    if not m:
+        raise ValueError(f"round key {key!r} is not of the form r0001")
+    return int(m.group(1))

@@ -14,7 +14,11 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 
-STRATEGIES = ("top_vs_other", "random")
+import pyarrow as pa
+
+from rs_pipeline.ids import seeded_rng
+
+LabelledPair = tuple[str, str, str, float]  # (prompt, completion_a, completion_b, hp)
 
 
 def distinct_pairs(prompt_ids: Sequence[str], completions: Sequence[str], n_pairs: int,
@@ -54,3 +58,28 @@ def distinct_pairs(prompt_ids: Sequence[str], completions: Sequence[str], n_pair
                 nxt.append(pid)
         order = nxt
     return out
+
+
+def heldout_split(count: int, fraction: float, seed: int, salt: str) -> list[str]:
+    """The one held-out rule: each labelled pair is ``heldout`` with probability ``fraction``,
+    from a stream seeded by (seed, salt) (salt: the round key, or "seed")."""
+    rng = seeded_rng(seed, salt, "heldout")
+    return ["heldout" if rng.random() < fraction else "train" for _ in range(count)]
+
+
+def seed_heldout_split(count: int, fraction: float, seed: int) -> list[str]:
+    """The seed pairs' split (legacy rule kept while figures are compared: the first rows)."""
+    n_held = max(1, int(count * fraction))
+    return ["heldout"] * n_held + ["train"] * (count - n_held)
+
+
+def labelled_pairs(table: pa.Table) -> list[LabelledPair]:
+    d = table.select(["prompt", "completion_a", "completion_b", "hp"]).to_pydict()
+    return list(zip(d["prompt"], d["completion_a"], d["completion_b"], d["hp"]))
+
+
+def split_pairs(table: pa.Table) -> tuple[list[LabelledPair], list[LabelledPair]]:
+    """A labelled table's (train, heldout) pairs by its ``split`` column, in row order."""
+    rows, split = labelled_pairs(table), table.column("split").to_pylist()
+    return ([r for r, s in zip(rows, split) if s == "train"],
+            [r for r, s in zip(rows, split) if s == "heldout"])

@@ -8,14 +8,17 @@ reward margin against ``hp``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import datasets
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
+from trl.trainer.reward_trainer import DataCollatorForPreference
+from trl.trainer.utils import pad
 
-from rs_pipeline.training import ListDataset, run_trainer, training_args
-
-LabelledPair = tuple[str, str, str, float]  # (prompt, completion_a, completion_b, hp)
+from rs_pipeline.pairs import LabelledPair
+from rs_pipeline.training import run_trainer
 
 
 def bt_loss(r_a: torch.Tensor, r_b: torch.Tensor, hp: torch.Tensor) -> torch.Tensor:
@@ -29,22 +32,13 @@ def _encode(tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> li
     return [a + b + [tokenizer.eos_token_id] for a, b in zip(p, c)]
 
 
-def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-    return ids, mask
-
-
 def rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
 
 
 class BradleyTerryTrainer(Trainer):
-    """``Trainer`` whose batches are pairs: A and B go through the model in one forward."""
+    """``Trainer`` whose batches are pairs: A and B go through the model in one forward, and
+    the loss is the soft-label BT loss (the one custom piece of preference training)."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         r = rewards(model, inputs["input_ids"], inputs["attention_mask"])
@@ -53,13 +47,14 @@ class BradleyTerryTrainer(Trainer):
         return (loss, {"rewards": r}) if return_outputs else loss
 
 
-def _pair_collator(tokenizer):
-    def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
-        seqs = [r["a"] for r in rows] + [r["b"] for r in rows]
-        ids, mask = _pad(seqs, tokenizer.pad_token_id)
-        return {"input_ids": ids, "attention_mask": mask,
-                "hp": torch.tensor([r["hp"] for r in rows], dtype=torch.float32)}
-    return collate
+@dataclass
+class SoftPairCollator(DataCollatorForPreference):
+    """TRL's pair collator (A then B, right-padded) carrying each pair's soft label ``hp``."""
+
+    def torch_call(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        out = super().torch_call(examples)
+        out["hp"] = torch.tensor([e["hp"] for e in examples], dtype=torch.float32)
+        return out
 
 
 def train_preference(model, tokenizer, pairs: Sequence[LabelledPair], *, epochs: float, lr: float,
@@ -68,20 +63,19 @@ def train_preference(model, tokenizer, pairs: Sequence[LabelledPair], *, epochs:
     if not pairs:
         raise ValueError("no labelled pairs to train the preference model on")
     prompts = [p[0] for p in pairs]
-    enc_a = _encode(tokenizer, prompts, [p[1] for p in pairs])
-    enc_b = _encode(tokenizer, prompts, [p[2] for p in pairs])
-    rows = [{"a": a, "b": b, "hp": float(p[3])} for a, b, p in zip(enc_a, enc_b, pairs)]
+    rows = datasets.Dataset.from_dict({
+        "chosen_ids": _encode(tokenizer, prompts, [p[1] for p in pairs]),
+        "rejected_ids": _encode(tokenizer, prompts, [p[2] for p in pairs]),
+        "hp": [float(p[3]) for p in pairs]})
     model.config.pad_token_id = tokenizer.pad_token_id
-    model.train()
-    trainer = BradleyTerryTrainer(
-        model=model,
-        args=training_args(lr=lr, batch_size=batch_size, seed=seed, epochs=epochs),
-        train_dataset=ListDataset(rows),
-        data_collator=_pair_collator(tokenizer),
-    )
-    metrics = run_trainer(trainer)
-    model.eval()
-    return metrics
+    return run_trainer(model, rows, SoftPairCollator(pad_token_id=tokenizer.pad_token_id),
+                       trainer_cls=BradleyTerryTrainer, lr=lr, batch_size=batch_size, seed=seed,
+                       epochs=epochs)
+
+
+def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = [torch.tensor(x) for x in seqs]
+    return pad(ids, padding_value=pad_id), pad([torch.ones_like(x) for x in ids], padding_value=0)
 
 
 @torch.no_grad()

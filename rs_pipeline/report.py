@@ -1,49 +1,27 @@
-"""A home's history as a table and pictures (matplotlib): shared by the UI's asset metadata
-and ``notebooks/rounds.ipynb``."""
+"""Pictures of a home's history (matplotlib), shared by the UI's asset metadata, MLflow and
+``notebooks/rounds.ipynb``.
+
+Figures are built with matplotlib's object API (no pyplot, no global backend), so the same
+functions render to PNG bytes for the UI and display inline in a notebook.
+"""
 
 from __future__ import annotations
 
 import io
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from rs_pipeline.storage import AssetStore  # noqa: E402
+import pandas as pd
+from matplotlib.figure import Figure
 
 
-def history_row(store: AssetStore, ev: dict, promoted: bool) -> dict:
-    """One round's row from its ``round_eval`` record."""
-    key = ev["round"]
-    cand, champ = ev["candidate"]["eval"], ev["champion"]["eval"]
-    return {
-        "round": key, "policy_id": ev["policy_id"], "parent_policy_id": ev["champion_policy_id"],
-        "greedy_acc": cand["greedy_acc"], "sample_acc": cand["sample_acc"],
-        "pass_at_n": cand["pass_at_n"], "mean_reward": cand["mean_reward"],
-        "champion_greedy_acc": champ["greedy_acc"],
-        "kept": store.num_rows("sft_dataset", key)
-        if store.exists("sft_dataset", key) else None,
-        "promoted": promoted, "reason": ev["decision"]["reason"],
-    }
+def _figure(width: float, height: float, cols: int = 1):
+    fig = Figure(figsize=(width, height))
+    axes = fig.subplots(1, cols)
+    return fig, axes
 
 
-def round_history(store: AssetStore, current: dict | None = None) -> pd.DataFrame:
-    """One row per evaluated round: candidate metrics, kept rows, promotion and its reason.
-
-    ``current``: a ``round_eval`` record not yet stored (its gate decision stands for promotion).
-    """
-    rows = [history_row(store, store.read_json("round_eval", k), store.exists("promotion", k, "json"))
-            for k in store.partitions("round_eval", "json")
-            if current is None or k != current["round"]]
-    if current is not None:
-        rows.append(history_row(store, current, current["decision"]["promoted"]))
-    return pd.DataFrame(rows).sort_values("round").reset_index(drop=True)
-
-
-def accuracy_figure(history: pd.DataFrame):
-    fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
+def accuracy_figure(history: pd.DataFrame) -> Figure:
+    """Candidate accuracy per round (and the champion's before it), and mean reward."""
+    fig, ax = _figure(11, 3.8, cols=2)
     x = list(range(len(history)))
     for col in ("greedy_acc", "sample_acc", "pass_at_n", "champion_greedy_acc"):
         ax[0].plot(x, history[col], marker="o", label=col)
@@ -58,8 +36,8 @@ def accuracy_figure(history: pd.DataFrame):
     return fig
 
 
-def reward_figure(rewards_by_round: dict[str, list[float]]):
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+def reward_figure(rewards_by_round: dict[str, list[float]]) -> Figure:
+    fig, ax = _figure(8, 3.8)
     for key, rewards in rewards_by_round.items():
         ax.hist(rewards, bins=40, histtype="step", linewidth=1.5, label=key, density=True)
     ax.set_title("reward distribution of each round's generations")
@@ -69,8 +47,8 @@ def reward_figure(rewards_by_round: dict[str, list[float]]):
     return fig
 
 
-def kept_figure(history: pd.DataFrame):
-    fig, ax = plt.subplots(figsize=(8, 3.2))
+def kept_figure(history: pd.DataFrame) -> Figure:
+    fig, ax = _figure(8, 3.2)
     colors = ["tab:green" if p else "tab:red" for p in history["promoted"]]
     ax.bar(history["round"], history["kept"], color=colors)
     ax.set_title("kept-set size per round (green: promoted, red: refused)")
@@ -78,13 +56,13 @@ def kept_figure(history: pd.DataFrame):
     return fig
 
 
-def lineage_figure(base_id: str, history: pd.DataFrame):
+def lineage_figure(base_id: str, history: pd.DataFrame) -> Figure:
     """Checkpoints left to right; an arrow from each to its parent; refused ones below."""
     nodes = [("base", base_id, True)] + list(zip(history["round"], history["policy_id"],
                                                  history["promoted"]))
     parents = dict(zip(history["policy_id"], history["parent_policy_id"]))
     pos = {pid: i for i, (_, pid, _) in enumerate(nodes)}
-    fig, ax = plt.subplots(figsize=(2.2 * len(nodes) + 1, 2.6))
+    fig, ax = _figure(2.2 * len(nodes) + 1, 2.6)
     for i, (label, pid, ok) in enumerate(nodes):
         y = 1.0 if ok else 0.0
         ax.text(i, y, f"{label}\n{pid}", ha="center", va="center", fontsize=8,
@@ -101,8 +79,7 @@ def lineage_figure(base_id: str, history: pd.DataFrame):
     return fig
 
 
-def png_bytes(fig, dpi: int = 90) -> bytes:
+def png_bytes(fig: Figure, dpi: int = 90) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
     return buf.getvalue()

@@ -27,7 +27,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "eval_prompts": _schema(("prompt_id", S), ("prompt", S), ("split", S)),
     "seed_preferences": _schema(
         ("prompt_id", S), ("prompt", S), ("completion_a", S), ("completion_b", S), ("hp", F64),
-        ("annotator", S),
+        ("annotator", S), ("split", S),
     ),
     "round_prompts": _schema(("round", S), ("prompt_id", S), ("prompt", S)),
     "generations": _schema(

@@ -10,26 +10,15 @@ import math
 
 import pandas as pd
 
-from rs_pipeline.errors import InputError
-
-SELECTORS = ("preference", "verifier", "mix")
-
 
 def selection_scores(reward: pd.Series, verifier: pd.Series, selector: str,
                      mix_weight: float) -> pd.Series:
-    """The score selection ranks by: the reward, the verifier's score, or a weighted mix."""
-    if selector not in SELECTORS:
-        raise InputError(f"setting selection.selector: unknown {selector!r} (known: {SELECTORS})")
-    if selector != "preference" and verifier.isna().any():
-        raise InputError(
-            f"setting selection.selector={selector!r} needs a verifier; this task has none"
-        )
+    """The score selection ranks by: the reward, the verifier's score, or a weighted mix
+    (``mix_weight`` on the verifier). Settings are checked when the run context loads."""
     if selector == "preference":
         return reward.astype(float)
     if selector == "verifier":
         return verifier.astype(float)
-    if not 0.0 <= mix_weight <= 1.0:
-        raise InputError(f"setting selection.mix_weight={mix_weight} must be in [0, 1]")
     return (1 - mix_weight) * reward.astype(float) + mix_weight * verifier.astype(float)
 
 

@@ -2,7 +2,8 @@
 
 Layout: ``<base>/<asset>.parquet`` or ``<base>/<asset>/<partition>.parquet`` (``.json`` for
 records). Writes go to a temporary name and are then moved into place, so a failed step leaves
-no partial file behind. Tables are checked against ``rs_pipeline.schemas`` both ways.
+no partial file behind. Tables are checked against ``rs_pipeline.schemas`` both ways; records
+are the typed dataclasses of ``rs_pipeline.records``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
+from rs_pipeline.records import RECORD_TYPES, from_dict, to_dict
 from rs_pipeline.schemas import check_table
 
 
@@ -29,14 +32,17 @@ class AssetStore:
         return posixpath.join(self.root, asset, name) if partition else posixpath.join(
             self.root, name)
 
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
+
     def uri(self, path: str) -> str:
-        return path if self.fs.protocol in ("file", ("file", "local")) else self.fs.unstrip_protocol(
-            path)
+        return path if self.is_local else self.fs.unstrip_protocol(path)
 
     def exists(self, asset: str, partition: str | None = None, ext: str = "parquet") -> bool:
         return self.fs.exists(self.path(asset, partition, ext))
 
-    def _atomic_write(self, path: str, write) -> None:
+    def atomic_write(self, path: str, write) -> None:
         self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
         tmp = posixpath.join(posixpath.dirname(path), f".tmp-{uuid.uuid4().hex}")
         try:
@@ -50,7 +56,7 @@ class AssetStore:
     def write_table(self, asset: str, table: pa.Table, partition: str | None = None) -> str:
         path = self.path(asset, partition, "parquet")
         table = check_table(table, asset, path)
-        self._atomic_write(path, lambda fh: pq.write_table(table, fh))
+        self.atomic_write(path, lambda fh: pq.write_table(table, fh))
         return path
 
     def read_table(self, asset: str, partition: str | None = None) -> pa.Table:
@@ -67,12 +73,22 @@ class AssetStore:
     def write_json(self, asset: str, record: dict[str, Any], partition: str | None = None) -> str:
         path = self.path(asset, partition, "json")
         data = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
-        self._atomic_write(path, lambda fh: fh.write(data))
+        self.atomic_write(path, lambda fh: fh.write(data))
         return path
 
     def read_json(self, asset: str, partition: str | None = None) -> dict[str, Any]:
         with self.fs.open(self.path(asset, partition, "json"), "rb") as fh:
             return json.loads(fh.read())
+
+    def write_record(self, asset: str, record: Any, partition: str | None = None) -> str:
+        if not isinstance(record, RECORD_TYPES[asset]):
+            raise TypeError(f"asset {asset!r} holds {RECORD_TYPES[asset].__name__} records, "
+                            f"got {type(record).__name__}")
+        return self.write_json(asset, to_dict(record), partition)
+
+    def read_record(self, asset: str, partition: str | None = None):
+        """The typed record stored for ``asset`` (and ``partition``)."""
+        return from_dict(RECORD_TYPES[asset], self.read_json(asset, partition))
 
     def partitions(self, asset: str, ext: str) -> list[str]:
         """Partition keys stored for ``asset`` (sorted)."""

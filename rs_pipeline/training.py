@@ -1,7 +1,8 @@
 """Supervised fine-tuning on completions (pretraining the demo policy uses the same path).
 
-The loop is transformers' ``Trainer``; this module only encodes rows (loss on completion tokens
-only), pads batches and picks the arguments.
+The loop is transformers' ``Trainer``, rows are a ``datasets.Dataset`` and batches come from
+TRL's language-modelling collator (right padding, labels padded with -100). This module only
+encodes rows (loss on completion tokens only) and picks the arguments.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import datasets
 import torch
 from transformers import PrinterCallback, Trainer, TrainingArguments
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+IGNORE = -100  # label of a token that carries no loss
 
 
 def encode_completions(tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> list[dict]:
@@ -20,47 +25,20 @@ def encode_completions(tokenizer, prompts: Sequence[str], completions: Sequence[
     p_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     c_ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
-    rows = []
-    for p, c in zip(p_ids, c_ids):
-        ids = p + c + [eos]
-        rows.append({"input_ids": ids, "labels": [-100] * len(p) + c + [eos]})
-    return rows
+    return [{"input_ids": p + c + [eos], "labels": [IGNORE] * len(p) + c + [eos]}
+            for p, c in zip(p_ids, c_ids)]
 
 
-class ListDataset(torch.utils.data.Dataset):
-    def __init__(self, rows: list[dict]):
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.rows[i]
-
-
-def pad_batch(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad ``input_ids`` (pad id), ``labels`` (-100) and build the attention mask."""
-    width = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for i, r in enumerate(rows):
-        n = len(r["input_ids"])
-        ids[i, :n] = torch.tensor(r["input_ids"])
-        mask[i, :n] = 1
-        labels[i, :n] = torch.tensor(r["labels"])
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def training_args(*, lr: float, batch_size: int, seed: int, epochs: float | None = None,
-                  max_steps: int | None = None, scheduler: str = "linear",
-                  min_lr_rate: float | None = None, warmup_steps: int = 0) -> TrainingArguments:
+def training_args(output_dir: str, *, lr: float, batch_size: int, seed: int,
+                  epochs: float | None = None, max_steps: int | None = None,
+                  scheduler: str = "linear", min_lr_rate: float | None = None,
+                  warmup_steps: int = 0) -> TrainingArguments:
     """Trainer arguments for small CPU-friendly runs: no checkpoints, no reporting, seeded."""
     kwargs: dict[str, Any] = {}
     if min_lr_rate is not None:
         kwargs["lr_scheduler_kwargs"] = {"min_lr_rate": min_lr_rate}
     return TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="rs-trainer-"),
+        output_dir=output_dir,
         per_device_train_batch_size=batch_size,
         num_train_epochs=epochs if epochs is not None else 1.0,
         max_steps=max_steps if max_steps is not None else -1,
@@ -81,15 +59,21 @@ def training_args(*, lr: float, batch_size: int, seed: int, epochs: float | None
     )
 
 
-def run_trainer(trainer: Trainer) -> dict[str, float]:
-    trainer.remove_callback(PrinterCallback)  # the metrics are returned, not printed
-    start = time.perf_counter()
-    out = trainer.train()
-    return {
-        "train_loss": float(out.training_loss),
-        "steps": int(out.global_step),
-        "seconds": time.perf_counter() - start,
-    }
+def run_trainer(model, rows: datasets.Dataset, collator, *, trainer_cls: type = Trainer,
+                **args: Any) -> dict[str, float]:
+    """Train ``model`` in place with ``trainer_cls``; returns loss, steps and seconds. The
+    trainer's output folder is temporary and removed afterwards."""
+    model.train()
+    with tempfile.TemporaryDirectory(prefix="rs-trainer-") as out:
+        trainer = trainer_cls(model=model, args=training_args(out, **args), train_dataset=rows,
+                              data_collator=collator)
+        trainer.remove_callback(PrinterCallback)  # the metrics are returned, not printed
+        start = time.perf_counter()
+        result = trainer.train()
+        seconds = time.perf_counter() - start
+    model.eval()
+    return {"train_loss": float(result.training_loss), "steps": int(result.global_step),
+            "seconds": seconds}
 
 
 def train_on_completions(model, tokenizer, prompts: Sequence[str], completions: Sequence[str], *,
@@ -99,16 +83,9 @@ def train_on_completions(model, tokenizer, prompts: Sequence[str], completions: 
     """Fine-tune ``model`` in place on (prompt, completion) rows; returns loss, steps, seconds."""
     if not prompts:
         raise ValueError("nothing to train on: the kept set is empty")
-    rows = encode_completions(tokenizer, prompts, completions)
-    model.train()
-    trainer = Trainer(
-        model=model,
-        args=training_args(lr=lr, batch_size=batch_size, seed=seed, epochs=epochs,
-                           max_steps=max_steps, scheduler=scheduler, min_lr_rate=min_lr_rate,
-                           warmup_steps=min(20, (max_steps or 0) // 20)),
-        train_dataset=ListDataset(rows),
-        data_collator=lambda b: pad_batch(b, tokenizer.pad_token_id),
-    )
-    metrics = run_trainer(trainer)
-    model.eval()
-    return metrics
+    rows = datasets.Dataset.from_list(encode_completions(tokenizer, prompts, completions))
+    collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id,
+                                               return_position_ids=False)
+    return run_trainer(model, rows, collator, lr=lr, batch_size=batch_size, seed=seed,
+                       epochs=epochs, max_steps=max_steps, scheduler=scheduler,
+                       min_lr_rate=min_lr_rate, warmup_steps=min(20, (max_steps or 0) // 20))

@@ -30,3 +30,30 @@ def test_demo_presets():
     add = demo_config("addition", selection={"selector": "verifier"})
     assert add.task.name == "addition" and add.selection.selector == "verifier"
     assert add.gate.tolerance == 0.02 and add.sft.epochs == 2.0
+
+
+def test_choices_ranges_and_numbers_are_checked_with_every_problem_listed():
+    with pytest.raises(InputError) as info:
+        config_from_dict({"selection": {"selector": "oracle", "mix_weight": 1.5},
+                          "preference": {"pair_strategy": "best", "heldout_fraction": 1.0},
+                          "generation": {"n": 0, "top_p": 0.0}, "task": {"round_size": 2.5},
+                          "annotator": {"kind": "people"}, "schedule": {"enabled": "yes"}})
+    msg = str(info.value)
+    assert msg.startswith("9 problems:")
+    for text in ("selection.selector: 'oracle' is not one of 'preference', 'verifier', 'mix'",
+                 "selection.mix_weight: must be <= 1, got 1.5",
+                 "preference.pair_strategy: 'best' is not one of",
+                 "preference.heldout_fraction: must be < 1, got 1.0",
+                 "generation.n: must be >= 1, got 0", "generation.top_p: must be > 0, got 0.0",
+                 "task.round_size: expected int, got 2.5", "annotator.kind: 'people' is not one of",
+                 "schedule.enabled: expected bool, got 'yes'"):
+        assert text in msg, text
+
+
+def test_numbers_written_the_yaml_way_are_accepted():
+    cfg = config_from_dict({"sft": {"learning_rate": "1e-4", "epochs": 2},
+                            "generation": {"n": 16.0}, "selection": {"threshold": None}})
+    assert (cfg.sft.learning_rate, cfg.sft.epochs, cfg.generation.n) == (1e-4, 2.0, 16)
+    assert isinstance(cfg.generation.n, int) and cfg.selection.threshold is None
+    with pytest.raises(InputError, match=r"generation\.n: expected int, got True"):
+        config_from_dict({"generation": {"n": True}})

@@ -8,15 +8,31 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 from dagster._core.test_utils import create_run_for_test
 
 from rs_pipeline.defs.nightly import blocking_reason, local_timezone, nightly_round
+from rs_pipeline.defs.resources import PipelineResource
+from rs_pipeline.records import (
+    GateDecision,
+    PolicyEvaluation,
+    PolicyMetrics,
+    RoundEvaluation,
+)
 from rs_pipeline.storage import AssetStore
 
 
 def _evaluate(instance):
-    return nightly_round(dg.build_schedule_context(instance=instance))
+    return nightly_round(dg.build_schedule_context(instance=instance,
+                                                   resources={"pipeline": PipelineResource()}))
+
+
+def _refused(key: str) -> RoundEvaluation:
+    m = PolicyMetrics(n_prompts=4, distinct_share=1.0, mean_length=8.0, greedy_acc=0.5)
+    ev = PolicyEvaluation(eval=m, gate=m)
+    return RoundEvaluation(key, "pol-c", "pol-b", "rm-x", ev, ev, GateDecision(
+        False, "greedy_acc", 0.4, 0.5, True, False, "regression"))
 
 
 def test_schedule_adds_the_next_round_and_requests_it(tiny_home):
@@ -40,18 +56,19 @@ def test_schedule_skips_while_a_round_runs_and_behind_a_failed_round(tiny_home):
     skip = _evaluate(instance)
     assert isinstance(skip, dg.SkipReason) and "r0001 ended FAILURE" in skip.skip_message
     # a round the gate refused is not a failure: the next round may start
-    AssetStore(str(tiny_home / "storage")).write_json(
-        "round_eval", {"decision": {"promoted": False, "reason": "regression"}}, "r0001")
-    assert blocking_reason(instance) is None
+    store = AssetStore(str(tiny_home / "storage"))
+    store.write_record("round_eval", _refused("r0001"), "r0001")
+    assert blocking_reason(instance, store) is None
     assert isinstance(_evaluate(instance), dg.RunRequest)
 
 
+@pytest.mark.slow
 def test_daemon_tick_launches_a_real_round(tiny_home):
     """dagster-daemon against the temp home: a real tick of a running every-minute schedule."""
-    from rs_pipeline.defs.runner import materialize_bootstrap
+    from rs_pipeline.defs.runner import run_bootstrap
 
     instance = dg.DagsterInstance.get()
-    assert materialize_bootstrap(instance).success
+    assert run_bootstrap(instance).success
     cfg = yaml.safe_load((tiny_home / "rs_pipeline.yaml").read_text())
     cfg["schedule"] = {"enabled": True, "cron": "* * * * *", "timezone": "UTC"}
     (tiny_home / "rs_pipeline.yaml").write_text(yaml.safe_dump(cfg))
@@ -77,14 +94,14 @@ def test_daemon_tick_launches_a_real_round(tiny_home):
     assert run.tags["dagster/partition"] == "r0001"
     store = AssetStore(str(tiny_home / "storage"))
     assert store.exists("round_eval", "r0001", "json")  # it ran to evaluation
-    base = store.read_json("base_policy")
-    assert store.read_json("sampling_policy", "r0001")["id"] == base["id"]
+    base = store.read_record("base_policy")
+    assert store.read_record("sampling_policy", "r0001").checkpoint.id == base.id
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{tiny_home / 'mlflow.db'}")
     exp = client.get_experiment_by_name("rs_pipeline")
     mrun = client.search_runs([exp.experiment_id], "tags.round = 'r0001'")[0]
     assert mrun.data.tags["dagster_run_id"] == run.run_id
-    ckpt = store.read_json("policy_checkpoint", "r0001")
-    version = client.search_model_versions(f"name = 'rs-policy' and tag.model_id = '{ckpt['id']}'")
-    assert version[0].tags["parent_policy_id"] == base["id"]
+    ckpt = store.read_record("policy_checkpoint", "r0001")
+    version = client.search_model_versions(f"name = 'rs-policy' and tag.model_id = '{ckpt.id}'")
+    assert version[0].tags["parent_id"] == base.id

@@ -9,25 +9,37 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from rs_pipeline.config import merge
 from rs_pipeline.defs.partitions import existing_rounds
-from rs_pipeline.defs.runner import materialize_bootstrap, materialize_round, round_summary
+from rs_pipeline.defs.runner import run_bootstrap, run_round
+from rs_pipeline.history import round_row
 from rs_pipeline.ids import table_version
-from tests.conftest import make_home
+from rs_pipeline.storage import AssetStore
+from tests.conftest import TINY, make_home
 
 ROUND_TABLES = ["round_prompts", "generations", "preference_labels", "scores", "sft_dataset",
                 "dpo_pairs"]
+
+
+# The gate's outcome is pinned, not left to float noise: any candidate passes (tolerance 1.0
+# on an accuracy, no hacking margin reachable), so both rounds are promoted on every machine.
+PROMOTE_ALL = merge(TINY, {"gate": {"tolerance": 1.0, "hacking_reward_margin": 1e9}})
 
 
 @pytest.fixture(scope="module")
 def two_rounds(tmp_path_factory):
     """Bootstrap + two rounds once; the tests below read what they left."""
     with pytest.MonkeyPatch.context() as mp:
-        home = make_home(tmp_path_factory.mktemp("two_rounds") / "home", mp)
+        home = make_home(tmp_path_factory.mktemp("two_rounds") / "home", mp, PROMOTE_ALL)
         instance = dg.DagsterInstance.get()
-        assert materialize_bootstrap(instance).success
-        results = [materialize_round(instance) for _ in range(2)]
-        assert all(r.success or round_summary(k).get("decision") for k, r in results)
+        assert run_bootstrap(instance).success
+        results = [run_round(instance) for _ in range(2)]
+        assert all(r.success for _, r in results)
         yield home, instance, results
+
+
+def _store(home: Path) -> AssetStore:
+    return AssetStore(str(home / "storage"))
 
 
 def _client(home: Path):
@@ -44,17 +56,18 @@ def test_two_rounds_write_files_rows_and_lineage(two_rounds):
             assert (storage / name / f"{key}.parquet").exists(), (name, key)
         gens = pq.read_table(storage / "generations" / f"{key}.parquet")
         assert gens.num_rows == 96 * 4  # round_size x n
-        sampled = json.loads((storage / "sampling_policy" / f"{key}.json").read_text())
-        assert set(gens.column("policy_id").to_pylist()) == {sampled["id"]}
+        sampled = _store(home).read_record("sampling_policy", key).checkpoint
+        assert set(gens.column("policy_id").to_pylist()) == {sampled.id}
         scores = pq.read_table(storage / "scores" / f"{key}.parquet")
         rm = json.loads((storage / "preference_model" / f"{key}.json").read_text())
         assert set(scores.column("reward_model_id").to_pylist()) == {rm["id"]}
         sft = pq.read_table(storage / "sft_dataset" / f"{key}.parquet")
         assert 0 < sft.num_rows <= 96
-        ckpt = json.loads((storage / "policy_checkpoint" / f"{key}.json").read_text())
-        assert ckpt["sft_dataset_version"] == table_version(sft)
-        assert ckpt["parent_policy_id"] == sampled["id"]
-        assert (Path(ckpt["path"]) / "model.safetensors").exists()
+        ckpt = _store(home).read_record("policy_checkpoint", key)
+        assert ckpt.sft_dataset_version == table_version(sft) and ckpt.sft_rows == sft.num_rows
+        assert ckpt.parent_id == sampled.id and ckpt.round == key
+        assert ckpt.path == f"checkpoints/policies/{ckpt.id}"  # relative to the storage base
+        assert (storage / ckpt.path / "model.safetensors").exists()
         labels = pq.read_table(storage / "preference_labels" / f"{key}.parquet").to_pydict()
         assert all(a != b for a, b in zip(labels["completion_a"], labels["completion_b"]))
     # no held-out prompt was ever trained on
@@ -62,14 +75,16 @@ def test_two_rounds_write_files_rows_and_lineage(two_rounds):
     for key, _ in results:
         trained = pq.read_table(storage / "sft_dataset" / f"{key}.parquet")
         assert held.isdisjoint(trained.column("prompt_id").to_pylist())
-    # round 2 samples from round 1's candidate iff round 1 was promoted; its RM refreshes round 1's
-    r1 = round_summary("r0001")
-    s2 = json.loads((storage / "sampling_policy" / "r0002.json").read_text())
-    base = json.loads((storage / "base_policy.json").read_text())
-    assert s2["id"] == (r1["policy_id"] if r1["promoted"] else base["id"])
-    rm1 = json.loads((storage / "preference_model" / "r0001.json").read_text())
-    rm2 = json.loads((storage / "preference_model" / "r0002.json").read_text())
-    assert rm2["parent_id"] == rm1["id"] and rm2["replay_pairs"] > 0
+    # both rounds were promoted; round 2 samples from round 1's candidate, its RM refreshes r1's
+    store = _store(home)
+    rows = [round_row(store, k) for k in ("r0001", "r0002")]
+    assert [r.state for r in rows] == ["promoted", "promoted"]
+    s2 = store.read_record("sampling_policy", "r0002")
+    assert (s2.source, s2.source_round, s2.checkpoint.id) == ("promotion", "r0001", rows[0].policy_id)
+    assert store.read_record("promotion", "r0002").previous_champion_id == rows[0].policy_id
+    rm1 = store.read_record("preference_model", "r0001")
+    rm2 = store.read_record("preference_model", "r0002")
+    assert rm2.parent_id == rm1.id and rm2.replay_pairs > 0
 
 
 def test_mlflow_holds_one_run_per_round_registered_models_and_champion(two_rounds):
@@ -86,7 +101,10 @@ def test_mlflow_holds_one_run_per_round_registered_models_and_champion(two_round
             assert name in m, (key, name)
         assert m["gate/promoted"] in (0.0, 1.0)
         assert runs[0].data.tags["dagster_run_id"]
-    policy_tags = {v.tags["policy_id"] for v in client.search_model_versions("name = 'rs-policy'")}
+    versions = client.search_model_versions("name = 'rs-policy'")
+    policy_tags = {v.tags["model_id"] for v in versions}
+    for v in versions:  # a version is the checkpoint folder itself, not a second copy
+        assert v.source.startswith("file://") and str(home / "storage" / "checkpoints") in v.source
     storage = home / "storage"
     for key, _ in results:
         for name in ("generations", "scores", "sft_dataset"):
@@ -95,11 +113,13 @@ def test_mlflow_holds_one_run_per_round_registered_models_and_champion(two_round
             assert ids <= policy_tags, (name, key)
     assert len(client.search_model_versions("name = 'rs-preference'")) == 3  # seed + 2 rounds
     champion = client.get_model_version_by_alias("rs-policy", "champion")
-    promoted = [k for k, _ in results if round_summary(k)["promoted"]]
-    expected = (json.loads((storage / "promotion" / f"{promoted[-1]}.json").read_text())
-                ["checkpoint"]["id"] if promoted
-                else json.loads((storage / "base_policy.json").read_text())["id"])
-    assert champion.tags["policy_id"] == expected
+    assert champion.tags["model_id"] == _store(home).read_record("promotion", "r0002").checkpoint.id
+    # MLflow's own charts: every round's metrics also on the history run, one step per round
+    history = client.search_runs([exp.experiment_id], "tags.`rs_pipeline/history` = '1'")[0]
+    steps = [m.step for m in client.get_metric_history(history.info.run_id, "eval/greedy_acc")]
+    assert steps == [1, 2]
+    assert all(r.info.status == "FINISHED" for r in client.search_runs(
+        [exp.experiment_id], "tags.round LIKE 'r%'"))
 
 
 def test_refused_round_keeps_the_champion_and_its_reason(tiny_home):
@@ -107,42 +127,41 @@ def test_refused_round_keeps_the_champion_and_its_reason(tiny_home):
     cfg["gate"] = {"tolerance": -2.0}  # the candidate must beat the champion by 2.0: impossible
     (tiny_home / "rs_pipeline.yaml").write_text(yaml.safe_dump(cfg))
     instance = dg.DagsterInstance.get()
-    assert materialize_bootstrap(instance).success
-    key, result = materialize_round(instance)
+    assert run_bootstrap(instance).success
+    key, result = run_round(instance)
     assert not result.success
-    storage = tiny_home / "storage"
-    ev = json.loads((storage / "round_eval" / f"{key}.json").read_text())
-    assert ev["decision"]["promoted"] is False and "regression" in ev["decision"]["reason"]
-    assert not (storage / "promotion" / f"{key}.json").exists()
+    store = _store(tiny_home)
+    ev = store.read_record("round_eval", key)
+    assert ev.decision.promoted is False and "regression" in ev.decision.reason
+    assert round_row(store, key).state == "refused"
+    assert not store.exists("promotion", key, "json")
     checks = {e.check_name: e.passed
               for e in result.get_asset_check_evaluations()}
     assert checks == {"no_regression_vs_champion": False, "no_reward_hacking": True}
-    key2, _ = materialize_round(instance)
-    s2 = json.loads((storage / "sampling_policy" / f"{key2}.json").read_text())
-    base = json.loads((storage / "base_policy.json").read_text())
-    assert s2["id"] == base["id"] and s2["source"] == "base_policy"
+    key2, _ = run_round(instance)
+    s2 = store.read_record("sampling_policy", key2)
+    base = store.read_record("base_policy")
+    assert s2.checkpoint.id == base.id and s2.source == "base_policy"
     client = _client(tiny_home)
     run = client.search_runs([client.get_experiment_by_name("rs_pipeline").experiment_id],
                              f"tags.round = '{key}'")[0]
     assert run.data.metrics["gate/promoted"] == 0.0
-    assert client.get_model_version_by_alias("rs-policy", "champion").tags["policy_id"] == base["id"]
+    assert client.get_model_version_by_alias("rs-policy", "champion").tags["model_id"] == base.id
 
 
 def test_same_config_reuses_the_base_policy_and_reproduces_rows(tiny_home):
     instance = dg.DagsterInstance.get()
-    materialize_bootstrap(instance)
-    storage = tiny_home / "storage"
-    first = json.loads((storage / "base_policy.json").read_text())
-    key, _ = materialize_round(instance)
-    gens1 = pq.read_table(storage / "generations" / f"{key}.parquet")
-    materialize_bootstrap(instance)
-    again = json.loads((storage / "base_policy.json").read_text())
-    assert again["id"] == first["id"]
+    run_bootstrap(instance)
+    store = _store(tiny_home)
+    first = store.read_record("base_policy")
+    key, _ = run_round(instance)
+    gens1 = store.read_table("generations", key)
+    run_bootstrap(instance)
+    assert store.read_record("base_policy").id == first.id
     events = instance.fetch_materializations(dg.AssetKey("base_policy"), limit=5).records
     assert events[0].asset_materialization.metadata["reused"].value is True
-    materialize_round(instance, key)  # re-materialize the same round
-    gens2 = pq.read_table(storage / "generations" / f"{key}.parquet")
-    assert gens1.equals(gens2)
+    run_round(instance, key)  # re-materialize the same round
+    assert gens1.equals(store.read_table("generations", key))
 
 
 def test_lineage_agrees_with_rows_event_log_and_mlflow(two_rounds, monkeypatch, capsys):
@@ -155,19 +174,20 @@ def test_lineage_agrees_with_rows_event_log_and_mlflow(two_rounds, monkeypatch, 
 
     home, instance, results = two_rounds
     storage = home / "storage"
-    lin = Lineage(instance, PipelineResource().store, MlflowResource())
+    pipeline = PipelineResource()
+    lin = Lineage(instance, pipeline.ctx.store, MlflowResource(pipeline=pipeline))
     client = _client(home)
     rng = random.Random(7)
-    base = json.loads((storage / "base_policy.json").read_text())
+    base = _store(home).read_record("base_policy")
     for key, _ in results:
         scores = pq.read_table(storage / "scores" / f"{key}.parquet")
         row = scores.slice(rng.randrange(scores.num_rows), 1).to_pylist()[0]
         ans = lin.data_lineage("scores", key, prompt_id=row["prompt_id"])
         assert ans["consistent"], ans["sources"]
         assert ans["policy_id"] == row["policy_id"] and ans["reward_model_id"] == row["reward_model_id"]
-        tag = client.get_model_version("rs-policy", ans["policy_mlflow_version"]).tags["policy_id"]
+        tag = client.get_model_version("rs-policy", ans["policy_mlflow_version"]).tags["model_id"]
         assert tag == row["policy_id"]
-        assert ans["policy_ancestors"][-1:] == [base["id"]] or row["policy_id"] == base["id"]
+        assert ans["policy_ancestors"][-1:] == [base.id] or row["policy_id"] == base.id
         one = lin.data_lineage("generations", key, generation_id=row["generation_id"])
         assert one["rows"] == 1 and one["policy_id"] == row["policy_id"]
         pol = lin.policy_lineage(key)
@@ -175,8 +195,8 @@ def test_lineage_agrees_with_rows_event_log_and_mlflow(two_rounds, monkeypatch, 
         assert pol["consistent"], pol["sources"]
         assert pol["sft_dataset_version"] == table_version(sft)
         assert pol["sources"]["dagster"]["sft_dataset_data_version"] == table_version(sft)
-        assert pol["ancestors"][-1] == base["id"] and pol["round"] == key
-    base_answer = lin.policy_lineage(base["id"])
+        assert pol["ancestors"][-1] == base.id and pol["round"] == key
+    base_answer = lin.policy_lineage(base.id)
     assert "r0001" in base_answer["sampled_by_rounds"] and base_answer["ancestors"] == []
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     assert main(["lineage", "policy", "r0002", "--json", "--home", str(home)]) == 0
@@ -187,6 +207,7 @@ def test_lineage_agrees_with_rows_event_log_and_mlflow(two_rounds, monkeypatch, 
     assert main(["lineage", "data", "sft_dataset", "--round", "r0009", "--home", str(home)]) == 2
 
 
+@pytest.mark.slow
 def test_rounds_notebook_executes_and_draws_every_round(two_rounds, monkeypatch, tmp_path):
     import shutil
 
@@ -208,5 +229,48 @@ def test_rounds_notebook_executes_and_draws_every_round(two_rounds, monkeypatch,
     assert all((out / f).stat().st_size > 5000 for f in summary["figures"])
     table_html = nb.cells[2].outputs[0]["data"]["text/html"]
     assert all(k in table_html for k, _ in results)
+    images = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs
+              if "image/png" in o.get("data", {})]
+    assert len(images) == 4  # the figures show inline, one per picture cell
     artifacts = root / "test-artifacts" / "notebook"
     shutil.copytree(out, artifacts, dirs_exist_ok=True)
+
+
+def test_an_inconsistent_lineage_answer_exits_4(two_rounds, monkeypatch, capsys):
+    from rs_pipeline.cli import main
+
+    home, _, _ = two_rounds
+    client = _client(home)
+    ckpt = _store(home).read_record("policy_checkpoint", "r0001")
+    version = client.search_model_versions(f"name = 'rs-policy' and tag.model_id = '{ckpt.id}'")[0]
+    client.set_model_version_tag("rs-policy", version.version, "parent_id", "pol-tampered")
+    try:
+        assert main(["lineage", "policy", "r0001", "--json", "--home", str(home)]) == 4
+        out = json.loads(capsys.readouterr().out)
+        assert out["consistent"] is False
+        assert out["sources"]["mlflow"]["parent_policy_id"] == "pol-tampered"
+        assert out["sources"]["record"]["parent_policy_id"] == ckpt.parent_id
+    finally:
+        client.set_model_version_tag("rs-policy", version.version, "parent_id", ckpt.parent_id)
+    assert main(["lineage", "policy", "r0001", "--home", str(home)]) == 0
+
+
+def test_a_home_copied_elsewhere_answers_lineage_and_continues(two_rounds, tmp_path, monkeypatch):
+    import shutil
+
+    from rs_pipeline.cli import main
+
+    old, _, _ = two_rounds
+    new = tmp_path / "moved" / "home"
+    shutil.copytree(old, new)
+    monkeypatch.setenv("DAGSTER_HOME", str(new))
+    assert main(["lineage", "policy", "r0002", "--home", str(new)]) == 0
+    instance = dg.DagsterInstance.get()
+    key, result = run_round(instance)
+    assert key == "r0003" and result.success
+    store = _store(new)
+    assert store.read_record("sampling_policy", key).checkpoint.id == \
+        store.read_record("promotion", "r0002").checkpoint.id
+    ckpt = store.read_record("policy_checkpoint", key)
+    assert (new / "storage" / ckpt.path / "model.safetensors").exists()
+    assert not (old / "storage" / "policy_checkpoint" / "r0003.json").exists()

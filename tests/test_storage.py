@@ -38,7 +38,7 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        store._atomic_write(store.path("round_prompts", "r0003", "parquet"), boom)
+        store.atomic_write(store.path("round_prompts", "r0003", "parquet"), boom)
     names = os.listdir(tmp_path / "round_prompts")
     assert names == ["r0002.parquet"]
 

@@ -18,15 +18,16 @@ import dagster as dg
 import pytest
 
 from rs_pipeline.defs.partitions import add_round
-from rs_pipeline.defs.runner import materialize_bootstrap
+from rs_pipeline.defs.runner import run_bootstrap
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-                                reason="chromium not installed (make test installs it)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
+    reason="chromium not installed (make test installs it)")]
 
 
 def _free_port() -> int:
@@ -45,7 +46,7 @@ def test_materialize_a_round_asset_from_the_ui(tiny_home):
     from playwright.sync_api import sync_playwright
 
     instance = dg.DagsterInstance.get()
-    assert materialize_bootstrap(instance).success
+    assert run_bootstrap(instance).success
     add_round(instance, "r0001")
     port = _free_port()
     log = open(tiny_home / "ui.log", "w")

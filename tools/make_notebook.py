@@ -8,34 +8,41 @@ CELLS = [
     ("md", """# Rounds of a rejection-sampling history
 
 Opens one Dagster home's history (`RS_HOME`, default `../dagster_home`): accuracy and reward per
-round, reward distributions, kept-set sizes, and the lineage chain of checkpoints. Figures are also
-saved to `RS_NOTEBOOK_OUT` (default `<home>/notebook/`)."""),
-    ("code", """import json
+round, reward distributions, kept-set sizes, and the lineage chain of checkpoints. The figures
+show inline and are also saved to `RS_NOTEBOOK_OUT` (default `<home>/notebook/`)."""),
+    ("code", """%matplotlib inline
+import json
 import os
 from pathlib import Path
 
+from IPython.display import display
+
 HOME = Path(os.environ.get("RS_HOME", "../dagster_home")).resolve()
-os.environ["DAGSTER_HOME"] = str(HOME)
 OUT = Path(os.environ.get("RS_NOTEBOOK_OUT", HOME / "notebook"))
 OUT.mkdir(parents=True, exist_ok=True)
 
 from rs_pipeline import report
-from rs_pipeline.defs.resources import PipelineResource
+from rs_pipeline.context import load_context
+from rs_pipeline.history import history_frame, read_history
 
-store = PipelineResource().store
-history = report.round_history(store)
+store = load_context(HOME).store
+history = history_frame(read_history(store))
 print(f"{HOME}: {len(history)} evaluated rounds")"""),
     ("code", """history"""),
     ("code", """fig = report.accuracy_figure(history)
-fig.savefig(OUT / "accuracy_per_round.png", dpi=110)"""),
+fig.savefig(OUT / "accuracy_per_round.png", dpi=110)
+display(fig)"""),
     ("code", """rewards = {k: store.read_table("scores", k).column("reward").to_pylist()
            for k in history["round"]}
 fig = report.reward_figure(rewards)
-fig.savefig(OUT / "reward_distributions.png", dpi=110)"""),
+fig.savefig(OUT / "reward_distributions.png", dpi=110)
+display(fig)"""),
     ("code", """fig = report.kept_figure(history)
-fig.savefig(OUT / "kept_per_round.png", dpi=110)"""),
-    ("code", """fig = report.lineage_figure(store.read_json("base_policy")["id"], history)
-fig.savefig(OUT / "lineage_chain.png", dpi=110)"""),
+fig.savefig(OUT / "kept_per_round.png", dpi=110)
+display(fig)"""),
+    ("code", """fig = report.lineage_figure(store.read_record("base_policy").id, history)
+fig.savefig(OUT / "lineage_chain.png", dpi=110)
+display(fig)"""),
     ("code", """summary = {"home": str(HOME), "rounds": list(history["round"]),
            "figures": sorted(p.name for p in OUT.glob("*.png"))}
 (OUT / "summary.json").write_text(json.dumps(summary, indent=2))

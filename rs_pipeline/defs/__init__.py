@@ -1,6 +1,7 @@
-"""The Dagster skin: assets, checks, partitions, resources, IO manager, jobs.
+"""The Dagster skin: assets, checks, partitions, resources, IO manager, jobs, schedule.
 
-Load with ``dagster dev -m rs_pipeline.defs`` (or ``rs-pipeline ui``).
+Load with ``dagster dev -m rs_pipeline.defs`` (or ``rs-pipeline ui``). The CLI, the UI and the
+schedule all run the two jobs defined here: ``bootstrap`` and ``round``.
 """
 
 import dagster as dg
@@ -14,11 +15,17 @@ from rs_pipeline.defs.resources import PipelineResource
 
 
 def default_resources() -> dict:
-    return {"pipeline": PipelineResource(), "mlflow": MlflowResource(),
-            "io_manager": ParquetIOManager()}
+    pipeline = PipelineResource()
+    return {"pipeline": pipeline, "mlflow": MlflowResource(pipeline=pipeline),
+            "io_manager": ParquetIOManager(pipeline=pipeline)}
 
 
 # Steps run in one process (models load once per step, no re-import per step); on a cluster,
 # swap in a k8s/celery executor here.
 defs = dg.Definitions(assets=ALL_ASSETS, jobs=[bootstrap_job, round_job], schedules=[nightly_round],
                       resources=default_resources(), executor=dg.in_process_executor)
+
+
+def job(name: str) -> dg.JobDefinition:
+    """A job of ``defs`` with its resources bound (``bootstrap`` or ``round``)."""
+    return defs.resolve_job_def(name)

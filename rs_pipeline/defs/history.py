@@ -1,4 +1,4 @@
-"""What earlier rounds left behind, read from the Dagster event log and the asset store.
+"""What earlier rounds left behind, found through the Dagster event log, read from the store.
 
 Dagster cannot draw an edge from a round to an earlier partition of the same loop, so these
 look-ups happen at run time; the assets record what they resolved, so lineage never guesses.
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from rs_pipeline.defs.partitions import round_number
+from rs_pipeline.ids import round_number
+from rs_pipeline.records import ChampionChoice, PreferenceCheckpoint
 from rs_pipeline.storage import AssetStore
 
 
@@ -19,21 +20,22 @@ def earlier_materialized(instance: dg.DagsterInstance, asset: str, before: str) 
     return sorted((k for k in keys if round_number(k) < limit), key=round_number)
 
 
-def champion_before(instance: dg.DagsterInstance, store: AssetStore, round_key: str) -> dict:
+def champion_before(instance: dg.DagsterInstance, store: AssetStore, round_key: str) -> ChampionChoice:
     """The latest promoted checkpoint before ``round_key``, else the base policy."""
     promoted = earlier_materialized(instance, "promotion", round_key)
     if promoted:
-        rec = store.read_json("promotion", promoted[-1])
-        return {**rec["checkpoint"], "source": "promotion", "source_round": promoted[-1]}
-    return {**store.read_json("base_policy"), "source": "base_policy", "source_round": None}
+        return ChampionChoice(store.read_record("promotion", promoted[-1]).checkpoint,
+                              "promotion", promoted[-1])
+    return ChampionChoice(store.read_record("base_policy"), "base_policy")
 
 
-def preference_before(instance: dg.DagsterInstance, store: AssetStore, round_key: str) -> dict:
+def preference_before(instance: dg.DagsterInstance, store: AssetStore,
+                      round_key: str) -> PreferenceCheckpoint:
     """The latest round's preference model before ``round_key``, else the seed one."""
     earlier = earlier_materialized(instance, "preference_model", round_key)
     if earlier:
-        return {**store.read_json("preference_model", earlier[-1]), "source_round": earlier[-1]}
-    return {**store.read_json("seed_preference_model"), "source_round": None}
+        return store.read_record("preference_model", earlier[-1])
+    return store.read_record("seed_preference_model")
 
 
 def earlier_labels(instance: dg.DagsterInstance, store: AssetStore, round_key: str) -> list:

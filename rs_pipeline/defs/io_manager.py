@@ -1,4 +1,4 @@
-"""Parquet IO manager: Arrow tables as schema-checked Parquet, small records as JSON.
+"""Parquet IO manager: Arrow tables as schema-checked Parquet, typed records as JSON.
 
 Model checkpoints never pass through here: assets return a record (path, id, lineage) and the
 checkpoint store owns the folders.
@@ -9,26 +9,15 @@ from __future__ import annotations
 import dagster as dg
 import pyarrow as pa
 
-from rs_pipeline.config import PipelineConfig
-from rs_pipeline.defs.resources import dagster_home, resolve_config
+from rs_pipeline.defs.resources import PipelineResource
+from rs_pipeline.records import RECORD_TYPES
 from rs_pipeline.schemas import SCHEMAS
-from rs_pipeline.storage import AssetStore
-
-
-def asset_store(base_uri: str | None = None, settings: PipelineConfig | None = None) -> AssetStore:
-    """The asset store: ``base_uri``, else the settings' ``storage.base_uri``, else
-    ``$DAGSTER_HOME/storage``."""
-    settings = settings or resolve_config()
-    return AssetStore(base_uri or settings.storage.base_uri or str(dagster_home() / "storage"))
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
-    """Files under ``base_uri`` (a path or fsspec URI); empty: ``$DAGSTER_HOME/storage``."""
+    """Files under the run context's storage base (a path or fsspec URI)."""
 
-    base_uri: str | None = None
-
-    def _store(self) -> AssetStore:
-        return asset_store(self.base_uri)
+    pipeline: PipelineResource
 
     @staticmethod
     def _name_and_partition(context) -> tuple[str, str | None]:
@@ -39,19 +28,19 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         name, partition = self._name_and_partition(context)
-        store = self._store()
+        store = self.pipeline.ctx.store
         if isinstance(obj, pa.Table):
             path = store.write_table(name, obj, partition)
-        elif isinstance(obj, dict):
-            path = store.write_json(name, obj, partition)
+        elif name in RECORD_TYPES:
+            path = store.write_record(name, obj, partition)
         else:
             raise TypeError(f"asset {name!r} returned {type(obj).__name__}; expected an Arrow "
-                            "table or a record dict")
+                            "table or one of rs_pipeline.records")
         context.add_output_metadata({"path": dg.MetadataValue.path(store.uri(path))})
 
     def load_input(self, context: dg.InputContext):
         name, partition = self._name_and_partition(context)
-        store = self._store()
+        store = self.pipeline.ctx.store
         if name in SCHEMAS:
             return store.read_table(name, partition)
-        return store.read_json(name, partition)
+        return store.read_record(name, partition)

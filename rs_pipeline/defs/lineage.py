@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from rs_pipeline.defs.mlflow_resource import POLICY_MODEL, PREFERENCE_MODEL, MlflowResource
 from rs_pipeline.defs.partitions import round_number
 from rs_pipeline.errors import InputError
+from rs_pipeline.records import PolicyCheckpoint
 from rs_pipeline.schemas import SCHEMAS
 from rs_pipeline.storage import AssetStore
 
@@ -43,15 +44,15 @@ class Lineage:
 
     # --- checkpoints -------------------------------------------------------------------
     @cached_property
-    def _checkpoints(self) -> dict[str, dict]:
+    def _checkpoints(self) -> dict[str, PolicyCheckpoint]:
         """Every policy record by id: the base policy and each round's candidate."""
         out = {}
         if self.store.exists("base_policy", None, "json"):
-            base = self.store.read_json("base_policy")
-            out[base["id"]] = {**base, "round": None}
+            base = self.store.read_record("base_policy")
+            out[base.id] = base
         for key in self.store.partitions("policy_checkpoint", "json"):
-            rec = self.store.read_json("policy_checkpoint", key)
-            out[rec["id"]] = rec
+            rec = self.store.read_record("policy_checkpoint", key)
+            out[rec.id] = rec
         return out
 
     def _mlflow_version(self, name: str, model_id: str) -> dict | None:
@@ -62,19 +63,19 @@ class Lineage:
         if ref.startswith(f"{POLICY_MODEL}:"):
             version = ref.split(":", 1)[1]
             try:
-                return self._client.get_model_version(POLICY_MODEL, version).tags["policy_id"]
+                return self._client.get_model_version(POLICY_MODEL, version).tags["model_id"]
             except Exception:  # noqa: BLE001 - re-raised as a clear message
                 raise InputError(f"no {POLICY_MODEL} version {version!r} in MLflow") from None
         if ref.startswith("r") and ref[1:].isdigit():
             if not self.store.exists("policy_checkpoint", ref, "json"):
                 raise InputError(f"round {ref} has no policy_checkpoint")
-            return self.store.read_json("policy_checkpoint", ref)["id"]
+            return self.store.read_record("policy_checkpoint", ref).id
         return ref
 
     def ancestors(self, policy_id: str) -> list[str]:
         checkpoints, chain, cur = self._checkpoints, [], policy_id
-        while cur and cur in checkpoints and checkpoints[cur].get("parent_policy_id"):
-            cur = checkpoints[cur]["parent_policy_id"]
+        while cur and cur in checkpoints and checkpoints[cur].parent_id:
+            cur = checkpoints[cur].parent_id
             chain.append(cur)
         return chain
 
@@ -84,35 +85,35 @@ class Lineage:
         if policy_id not in checkpoints:
             raise InputError(f"no checkpoint {policy_id!r} in this home")
         rec = checkpoints[policy_id]
-        key = rec.get("round")
+        key = rec.round
         sampled_by = [k for k in self.store.partitions("sampling_policy", "json")
-                      if self.store.read_json("sampling_policy", k)["id"] == policy_id]
+                      if self.store.read_record("sampling_policy", k).checkpoint.id == policy_id]
         event = _event(self.instance, "policy_checkpoint" if key else "base_policy", key)
         sft_event = _event(self.instance, "sft_dataset", key) if key else None
         mlv = self._mlflow_version(POLICY_MODEL, policy_id)
         sources = {
-            "record": {"policy_id": rec["id"], "parent_policy_id": rec.get("parent_policy_id"),
-                       "sft_dataset_version": rec.get("sft_dataset_version")},
+            "record": {"policy_id": rec.id, "parent_policy_id": rec.parent_id,
+                       "sft_dataset_version": rec.sft_dataset_version},
             "dagster": {"policy_id": _meta(event, "policy_id"),
                         "parent_policy_id": _meta(event, "parent_policy_id"),
                         "sft_dataset_version": _meta(event, "sft_dataset_version"),
                         "sft_dataset_data_version": (sft_event.asset_materialization.tags or {})
                         .get("dagster/data_version") if sft_event else None},
-            "mlflow": {"policy_id": (mlv or {}).get("policy_id"),
-                       "parent_policy_id": (mlv or {}).get("parent_policy_id"),
+            "mlflow": {"policy_id": (mlv or {}).get("model_id"),
+                       "parent_policy_id": (mlv or {}).get("parent_id"),
                        "sft_dataset_version": (mlv or {}).get("sft_dataset_version")},
         }
         return {
-            "policy_id": policy_id, "parent_policy_id": rec.get("parent_policy_id"), "round": key,
-            "sft_dataset_version": rec.get("sft_dataset_version"),
+            "policy_id": policy_id, "parent_policy_id": rec.parent_id, "round": key,
+            "sft_dataset_version": rec.sft_dataset_version,
             "sft_dataset": {"asset": "sft_dataset", "round": key,
-                            "version": rec.get("sft_dataset_version")} if key else None,
+                            "version": rec.sft_dataset_version} if key else None,
             "promoted": bool(key and self.store.exists("promotion", key, "json")) or key is None,
             "mlflow_version": (mlv or {}).get("version"), "ancestors": self.ancestors(policy_id),
             "sampled_by_rounds": sampled_by, "sources": sources,
             "consistent": _agree(sources, ["policy_id", "parent_policy_id", "sft_dataset_version"])
             and (not key or sources["dagster"]["sft_dataset_data_version"]
-                 == rec.get("sft_dataset_version")),
+                 == rec.sft_dataset_version),
         }
 
     # --- data --------------------------------------------------------------------------
@@ -135,16 +136,16 @@ class Lineage:
         policies = sorted(set(table.column("policy_id").to_pylist()))
         rms = (sorted(set(table.column("reward_model_id").to_pylist()))
                if "reward_model_id" in table.column_names else [])
-        sampled = self.store.read_json("sampling_policy", round_key)
+        sampled = self.store.read_record("sampling_policy", round_key).checkpoint
         event = _event(self.instance, asset, round_key)
         pol_v = self._mlflow_version(POLICY_MODEL, policies[0]) if len(policies) == 1 else None
         rm_v = self._mlflow_version(PREFERENCE_MODEL, rms[0]) if len(rms) == 1 else None
         sources = {
             "rows": {"policy_id": policies[0] if len(policies) == 1 else policies,
                      "reward_model_id": (rms[0] if len(rms) == 1 else rms) or None},
-            "dagster": {"policy_id": _meta(event, "policy_id") or sampled["id"],
+            "dagster": {"policy_id": _meta(event, "policy_id") or sampled.id,
                         "reward_model_id": _meta(event, "reward_model_id") if rms else None},
-            "mlflow": {"policy_id": (pol_v or {}).get("policy_id"),
+            "mlflow": {"policy_id": (pol_v or {}).get("model_id"),
                        "reward_model_id": (rm_v or {}).get("model_id") if rms else None},
         }
         pid = sources["rows"]["policy_id"]

@@ -1,113 +1,141 @@
-"""The one place MLflow is reached: one MLflow run per round, the model registry and aliases."""
+"""The one place MLflow is reached: one MLflow run per round, the model registry and aliases.
+
+Every round's run is a child of one ``history`` run per experiment; each metric is logged on the
+round's run and on the history run with ``step`` = the round number, so MLflow's own charts show
+every metric per round. A checkpoint is registered once, as a model version whose source is the
+checkpoint folder itself (no second copy); load it with ``from_pretrained`` on
+``mlflow.artifacts.download_artifacts("models:/rs-policy@champion")``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
+import time
 from typing import Any
 
 import dagster as dg
+from pydantic import PrivateAttr
 
-from rs_pipeline.defs.resources import dagster_home, resolve_config
+from rs_pipeline.defs.resources import PipelineResource
+from rs_pipeline.ids import round_number
+from rs_pipeline.records import PolicyCheckpoint, PreferenceCheckpoint
 
 POLICY_MODEL = "rs-policy"
 PREFERENCE_MODEL = "rs-preference"
 CHAMPION_ALIAS = "champion"
-_PIP = ["torch", "transformers==5.24.0", "safetensors"]
+HISTORY_TAG = "rs_pipeline/history"
+
+
+def metric_step(round_key: str) -> int:
+    """The chart step of a round (``bootstrap`` is step 0)."""
+    try:
+        return round_number(round_key)
+    except ValueError:
+        return 0
 
 
 class MlflowResource(dg.ConfigurableResource):
-    """SQLite tracking inside the Dagster home by default; artifacts beside it."""
+    """Tracking URI and experiment come from the run context (sqlite in the home by default)."""
 
-    tracking_uri: str | None = None
-    experiment: str | None = None
-
-    def _uri(self) -> str:
-        return (self.tracking_uri or resolve_config().storage.mlflow_tracking_uri
-                or f"sqlite:///{dagster_home() / 'mlflow.db'}")
-
-    def _experiment_name(self) -> str:
-        return self.experiment or resolve_config().storage.mlflow_experiment
+    pipeline: PipelineResource
+    _runs: dict = PrivateAttr(default_factory=dict)
 
     def client(self):
         import mlflow
 
-        mlflow.set_tracking_uri(self._uri())
+        uri = self.pipeline.ctx.mlflow_tracking_uri
+        mlflow.set_tracking_uri(uri)
         logging.getLogger("mlflow").setLevel(logging.ERROR)
-        return mlflow.MlflowClient(self._uri())
+        return mlflow.MlflowClient(uri)
 
     def _experiment_id(self, client) -> str:
-        exp = client.get_experiment_by_name(self._experiment_name())
+        ctx = self.pipeline.ctx
+        exp = client.get_experiment_by_name(ctx.mlflow_experiment)
         if exp is not None:
             return exp.experiment_id
-        local = self._uri().startswith("sqlite:///")
-        location = (dagster_home() / "mlartifacts").as_uri() if local else None
-        return client.create_experiment(self._experiment_name(), artifact_location=location)
+        local = ctx.mlflow_tracking_uri.startswith("sqlite:///")
+        return client.create_experiment(ctx.mlflow_experiment, artifact_location=(
+            (ctx.home / "mlartifacts").as_uri() if local else None))
+
+    def _find_or_create(self, client, exp_id: str, tag: str, value: str, **create) -> str:
+        found = client.search_runs([exp_id], filter_string=f"tags.`{tag}` = '{value}'",
+                                   max_results=1)
+        if found:
+            return found[0].info.run_id
+        return client.create_run(exp_id, tags={tag: value, **create.pop("tags", {})},
+                                 **create).info.run_id
+
+    def _history_run(self, client, exp_id: str) -> str:
+        return self._find_or_create(client, exp_id, HISTORY_TAG, "1", run_name="rounds")
 
     def round_run(self, round_key: str, dagster_run_id: str | None) -> str:
-        """The MLflow run of ``round_key`` (created on first use), tagged with the Dagster run."""
+        """The MLflow run of ``round_key`` (created on first use, under the history run),
+        tagged with the Dagster run that last wrote to it."""
+        cached = self._runs.get(round_key)
+        if cached and cached[1] == dagster_run_id:
+            return cached[0]
         client = self.client()
         exp_id = self._experiment_id(client)
-        found = client.search_runs([exp_id], filter_string=f"tags.round = '{round_key}'",
-                                   max_results=1)
-        run_id = found[0].info.run_id if found else client.create_run(
-            exp_id, run_name=f"round-{round_key}", tags={"round": round_key}).info.run_id
+        parent = self._history_run(client, exp_id)
+        run_id = self._find_or_create(client, exp_id, "round", round_key,
+                                      run_name=f"round-{round_key}",
+                                      tags={"mlflow.parentRunId": parent})
         if dagster_run_id:
             client.set_tag(run_id, "dagster_run_id", dagster_run_id)
+        self._runs[round_key] = (run_id, dagster_run_id)
+        self._runs["__history__"] = (parent, None)
         return run_id
 
     def log_metrics(self, round_key: str, metrics: dict[str, Any],
                     dagster_run_id: str | None) -> str:
-        """Log the numeric ``metrics`` (None skipped) to the round's run; returns its run id."""
-        client = self.client()
+        """Log the numeric ``metrics`` (None skipped) on the round's run and the history run,
+        at step = round number; returns the round's run id."""
+        from mlflow.entities import Metric
+
         run_id = self.round_run(round_key, dagster_run_id)
-        for name, value in metrics.items():
-            if value is not None:
-                client.log_metric(run_id, name, float(value))
+        now, step = int(time.time() * 1000), metric_step(round_key)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        if batch:
+            client = self.client()
+            client.log_batch(run_id, metrics=batch)
+            client.log_batch(self._runs["__history__"][0], metrics=batch)
         return run_id
 
+    def finish_round(self, round_key: str, dagster_run_id: str | None) -> None:
+        """Mark the round's run finished (the round reached its outcome)."""
+        self.client().set_terminated(self.round_run(round_key, dagster_run_id), "FINISHED")
+
     def run_url(self, run_id: str) -> str:
-        client = self.client()
-        exp_id = client.get_run(run_id).info.experiment_id
+        exp_id = self.client().get_run(run_id).info.experiment_id
         return f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs/{run_id}"
 
-    def log_checkpoint(self, round_key: str, record: dict[str, Any], model_name: str,
-                       dagster_run_id: str | None) -> str:
-        """Log a checkpoint folder with the transformers flavour and register it under
-        ``model_name``; the version carries the model id and lineage as tags. Returns the
-        version."""
-        import mlflow
-        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-        from rs_pipeline.modeling import load_tokenizer
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    def register(self, round_key: str, record: PolicyCheckpoint | PreferenceCheckpoint,
+                 dagster_run_id: str | None) -> str:
+        """Register a checkpoint folder (once per content id) as a version of ``rs-policy`` or
+        ``rs-preference``, tagged with its id and lineage. Returns the version."""
+        name = POLICY_MODEL if isinstance(record, PolicyCheckpoint) else PREFERENCE_MODEL
         client = self.client()
-        existing = client.search_model_versions(f"name = '{model_name}' and tag.model_id = "
-                                                f"'{record['id']}'")
-        if existing:
-            return existing[0].version
-        is_policy = model_name == POLICY_MODEL
-        cls = AutoModelForCausalLM if is_policy else AutoModelForSequenceClassification
-        model = cls.from_pretrained(record["path"], local_files_only=True)
-        tok = load_tokenizer(record["path"])
-        run_id = self.round_run(round_key, dagster_run_id)
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.transformers.log_model(
-                {"model": model, "tokenizer": tok}, name="policy" if is_policy else "preference",
-                task="text-generation" if is_policy else "text-classification",
-                pip_requirements=_PIP, registered_model_name=model_name,
-            )
-        version = str(info.registered_model_version)
-        tags = {"model_id": record["id"], "round": round_key}
-        if is_policy:
-            tags["policy_id"] = record["id"]
-        for key in ("parent_policy_id", "sft_dataset_version", "parent_id"):
-            if record.get(key):
-                tags[key] = str(record[key])
-        for key, value in tags.items():
-            client.set_model_version_tag(model_name, version, key, value)
-        return version
+        found = client.search_model_versions(f"name = '{name}' and tag.model_id = '{record.id}'")
+        if found:
+            return found[0].version
+        if not client.search_registered_models(f"name = '{name}'"):
+            client.create_registered_model(name)
+        tags = {"model_id": record.id, "round": round_key, "parent_id": record.parent_id}
+        if isinstance(record, PolicyCheckpoint):
+            tags["sft_dataset_version"] = record.sft_dataset_version
+        else:
+            tags["labels_version"] = record.labels_version
+        version = client.create_model_version(
+            name, source=self.pipeline.ctx.checkpoints.uri(record.path),
+            run_id=self.round_run(round_key, dagster_run_id),
+            tags={k: str(v) for k, v in tags.items() if v})
+        return str(version.version)
+
+    def registered(self, round_key: str, record, dagster_run_id: str | None):
+        """``record`` with its registry version filled in (registering it if new)."""
+        return dataclasses.replace(record, mlflow_version=self.register(round_key, record,
+                                                                        dagster_run_id))
 
     def set_champion(self, version: str) -> None:
         self.client().set_registered_model_alias(POLICY_MODEL, CHAMPION_ALIAS, version)

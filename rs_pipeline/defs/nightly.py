@@ -12,11 +12,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from rs_pipeline.defs.io_manager import asset_store
+from rs_pipeline.config import ScheduleConfig
 from rs_pipeline.defs.jobs import round_job
 from rs_pipeline.defs.partitions import add_round, round_number
-from rs_pipeline.defs.resources import resolve_config
+from rs_pipeline.defs.resources import PipelineResource
 from rs_pipeline.errors import InputError
+from rs_pipeline.history import round_row
+from rs_pipeline.storage import AssetStore
 
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
              dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
@@ -41,15 +43,12 @@ def _round_of(run: dg.DagsterRun) -> str | None:
         return None
 
 
-def refused_by_gate(round_key: str) -> bool:
+def refused_by_gate(store: AssetStore, round_key: str) -> bool:
     """The round's evaluation is on record and the gate refused its candidate."""
-    store = asset_store()
-    if not store.exists("round_eval", round_key, "json"):
-        return False
-    return not store.read_json("round_eval", round_key)["decision"]["promoted"]
+    return round_row(store, round_key).state == "refused"
 
 
-def blocking_reason(instance: dg.DagsterInstance) -> str | None:
+def blocking_reason(instance: dg.DagsterInstance, store: AssetStore) -> str | None:
     """Why a new round must not start now, or None."""
     runs = [r for r in instance.get_runs(limit=50) if _round_of(r)]
     active = [r for r in runs if r.status in IN_FLIGHT]
@@ -61,18 +60,17 @@ def blocking_reason(instance: dg.DagsterInstance) -> str | None:
     if finished:
         last = finished[0]  # newest first
         key = _round_of(last)
-        if last.status != dg.DagsterRunStatus.SUCCESS and not refused_by_gate(key):
+        if last.status != dg.DagsterRunStatus.SUCCESS and not refused_by_gate(store, key):
             return (f"the last round {key} ended {last.status.value} (run {last.run_id}); "
                     f"re-run or fix it before new rounds")
     return None
 
 
-def _schedule_settings():
+def _schedule_settings() -> ScheduleConfig:
+    """The schedule's settings, read when the definitions load (a cron must be known then)."""
     try:
-        return resolve_config().schedule
-    except InputError:  # a bad config is reported when the assets run, not at load
-        from rs_pipeline.config import ScheduleConfig
-
+        return PipelineResource().ctx.settings.schedule
+    except InputError:  # a bad config is reported when a run starts, not at load
         return ScheduleConfig()
 
 
@@ -86,8 +84,8 @@ _SETTINGS = _schedule_settings()
                     else dg.DefaultScheduleStatus.STOPPED),
     description="Adds the next round partition and runs it from the champion policy.",
 )
-def nightly_round(context: dg.ScheduleEvaluationContext):
-    reason = blocking_reason(context.instance)
+def nightly_round(context: dg.ScheduleEvaluationContext, pipeline: PipelineResource):
+    reason = blocking_reason(context.instance, pipeline.ctx.store)
     if reason:
         return dg.SkipReason(reason)
     key = add_round(context.instance)

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import dagster as dg
 
+from rs_pipeline.ids import round_key, round_number
+
 ROUNDS = dg.DynamicPartitionsDefinition(name="rounds")
-_KEY = re.compile(r"^r(\d{4,})$")
-
-
-def round_key(number: int) -> str:
-    return f"r{number:04d}"
-
-
-def round_number(key: str) -> int:
-    m = _KEY.match(key)
-    if not m:
-        raise ValueError(f"round key {key!r} is not of the form r0001")
-    return int(m.group(1))
 
 
 def existing_rounds(instance: dg.DagsterInstance) -> list[str]:

@@ -1,4 +1,9 @@
-"""All assets, by stage."""
+"""All assets, by stage.
+
+The rule of this room: an asset loads its inputs, calls ONE function of ``rs_pipeline.steps``,
+records what it returned (``metadata.output``: data version, preview, MLflow metrics) and returns
+it. Decisions (splits, replay, selection, the gate) live in the core, where they are unit-tested.
+"""
 
 from rs_pipeline.defs.assets.bootstrap import (
     base_policy,

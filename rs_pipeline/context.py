@@ -1,0 +1,147 @@
+"""The run context: the one place settings become objects.
+
+``load_context(home)`` reads the settings once (``RS_PIPELINE_CONFIG``, else
+``<home>/rs_pipeline.yaml``, else the defaults), checks them together with the things they name
+(task, annotator, files, folders) and reports every problem at once; it then hands out the
+task, the annotator, the sampling parameters, the asset store and the checkpoint store. The
+Dagster resources wrap it; the CLI, the notebook and the schedule use the same function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+from rs_pipeline.annotation import make_annotator
+from rs_pipeline.checkpoints import CheckpointStore
+from rs_pipeline.config import PipelineConfig, config_from_dict, load_config
+from rs_pipeline.errors import InputError
+from rs_pipeline.generation import SamplingParams
+from rs_pipeline.modeling import load_policy, load_preference
+from rs_pipeline.storage import AssetStore
+from rs_pipeline.tasks import Task, get_task
+
+CONFIG_FILE_NAME = "rs_pipeline.yaml"
+CONFIG_ENV = "RS_PIPELINE_CONFIG"
+
+
+def resolve_home(home: str | Path | None = None) -> Path:
+    """``home``, else ``$DAGSTER_HOME``, else ``./dagster_home``."""
+    home = home or os.environ.get("DAGSTER_HOME") or "dagster_home"
+    return Path(home).resolve()
+
+
+def config_path(home: Path, config_file: str | None = None) -> Path | None:
+    """The settings file in force: ``config_file``, ``$RS_PIPELINE_CONFIG``, the home's copy."""
+    path = config_file or os.environ.get(CONFIG_ENV)
+    if path:
+        return Path(path)
+    home_file = home / CONFIG_FILE_NAME
+    return home_file if home_file.exists() else None
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Settings and everything derived from them, for one home."""
+
+    settings: PipelineConfig
+    home: Path
+
+    @cached_property
+    def task(self) -> Task:
+        t = self.settings.task
+        return get_task(t.name, t.prompts_path)
+
+    @cached_property
+    def annotator(self):
+        a = self.settings.annotator
+        return make_annotator(a.kind, self.task, a.label_noise, self.settings.seed, a.path)
+
+    @cached_property
+    def sampling(self) -> SamplingParams:
+        g = self.settings.generation
+        return SamplingParams(n=g.n, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
+                              max_new_tokens=g.max_new_tokens or self.task.max_completion_chars + 1)
+
+    @cached_property
+    def store(self) -> AssetStore:
+        return AssetStore(self.settings.storage.base_uri or str(self.home / "storage"))
+
+    @cached_property
+    def checkpoints(self) -> CheckpointStore:
+        return CheckpointStore(self.store, self.home / "cache")
+
+    def load_policy(self, record):
+        """The policy (model, tokenizer) a checkpoint record points at."""
+        return load_policy(self.checkpoints.local_dir(record.path))
+
+    def load_preference(self, record):
+        """The preference model (model, tokenizer) a checkpoint record points at."""
+        return load_preference(self.checkpoints.local_dir(record.path))
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.settings.storage.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def mlflow_experiment(self) -> str:
+        return self.settings.storage.mlflow_experiment
+
+
+def check_settings(cfg: PipelineConfig) -> list[str]:
+    """Problems between settings and the things they name (each one line), beyond what the
+    typed config itself checks."""
+    problems: list[str] = []
+    task = None
+    try:
+        task = get_task(cfg.task.name, cfg.task.prompts_path)
+    except InputError as exc:
+        problems.append(str(exc))
+    for name, path in (("task.prompts_path", cfg.task.prompts_path),
+                       ("annotator.path", cfg.annotator.path),
+                       ("preference.seed_labels_path", cfg.preference.seed_labels_path)):
+        if path and not Path(path).is_file():
+            problems.append(f"setting {name}: file {path} does not exist")
+    for name, path in (("policy.base_path", cfg.policy.base_path),
+                       ("preference.base_path", cfg.preference.base_path)):
+        if path and not (Path(path) / "config.json").is_file():
+            problems.append(f"setting {name}: {path} is not a Hugging Face model folder "
+                            "(no config.json)")
+    verifier = task is not None and task.has_verifier
+    if task is not None and not verifier:
+        if cfg.annotator.kind == "simulated":
+            problems.append(f"setting annotator.kind='simulated' needs a task with a verifier; "
+                            f"task {task.name!r} has none: use annotator.kind='file'")
+        if cfg.selection.selector != "preference":
+            problems.append(f"setting selection.selector={cfg.selection.selector!r} needs a "
+                            f"verifier; task {task.name!r} has none")
+    if cfg.annotator.kind == "file" and not cfg.annotator.path:
+        problems.append("setting annotator.path is required when annotator.kind is 'file'")
+    return problems
+
+
+def load_settings(home: Path, config_file: str | None = None) -> PipelineConfig:
+    path = config_path(home, config_file)
+    return load_config(path) if path else config_from_dict({})
+
+
+def load_context(home: str | Path | None = None, config_file: str | None = None) -> RunContext:
+    """The run context for ``home``: built once per settings content, validated at load."""
+    home = resolve_home(home)
+    path = config_path(home, config_file)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path and path.is_file() else ""
+    return _load(home, str(path) if path else None, digest)
+
+
+@lru_cache(maxsize=16)
+def _load(home: Path, path: str | None, digest: str) -> RunContext:
+    settings = load_config(path) if path else config_from_dict({})
+    problems = check_settings(settings)
+    if problems:
+        where = f"settings {path}" if path else "settings"
+        raise InputError(f"{where}: " + problems[0] if len(problems) == 1 else
+                         f"{where}: {len(problems)} problems:\n  " + "\n  ".join(problems))
+    return RunContext(settings, home)

@@ -1,0 +1,147 @@
+"""Typed records: what flows between steps that is not a table (checkpoints, evaluations,
+promotions). Stored as JSON by the asset store; declared once, here, as ``schemas.py`` declares
+every Parquet schema.
+
+A checkpoint record's ``path`` is relative to the storage base, so a home (or bucket) copied
+elsewhere still resolves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class PolicyCheckpoint:
+    """A policy checkpoint: the base policy (``round`` None) or a round's candidate."""
+
+    id: str
+    path: str
+    round: str | None = None
+    parent_id: str | None = None
+    sft_dataset_version: str | None = None
+    sft_rows: int | None = None
+    source: str = "sft"
+    train_loss: float | None = None
+    mlflow_version: str | None = None
+
+
+@dataclass(frozen=True)
+class PreferenceCheckpoint:
+    """A preference (reward) model: the seed one (``round`` None) or a round's refresh."""
+
+    id: str
+    path: str
+    round: str | None = None
+    parent_id: str | None = None
+    policy_init_id: str | None = None
+    labels_version: str | None = None
+    train_pairs: int = 0
+    replay_pairs: int = 0
+    train_loss: float | None = None
+    pair_acc: float | None = None
+    pair_acc_verifier: float | None = None
+    mlflow_version: str | None = None
+
+
+@dataclass(frozen=True)
+class ChampionChoice:
+    """The policy a round samples from and fine-tunes, and where that choice came from."""
+
+    checkpoint: PolicyCheckpoint
+    source: Literal["promotion", "base_policy"]
+    source_round: str | None = None
+
+
+@dataclass(frozen=True)
+class PolicyMetrics:
+    """A policy on a prompt set. Verifier metrics are None for tasks without a verifier."""
+
+    n_prompts: int
+    distinct_share: float
+    mean_length: float
+    greedy_acc: float | None = None
+    sample_acc: float | None = None
+    pass_at_n: float | None = None
+    mean_reward: float | None = None
+    greedy_mean_reward: float | None = None
+
+
+@dataclass(frozen=True)
+class PolicyEvaluation:
+    eval: PolicyMetrics
+    gate: PolicyMetrics
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promoted: bool
+    metric: str
+    candidate: float
+    champion: float
+    regressed: bool
+    reward_hacking: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class RoundEvaluation:
+    """A round's candidate and the champion it was measured against, and the gate's decision."""
+
+    round: str
+    candidate_id: str
+    champion_id: str
+    reward_model_id: str
+    candidate: PolicyEvaluation
+    champion: PolicyEvaluation
+    decision: GateDecision
+
+
+@dataclass(frozen=True)
+class Promotion:
+    round: str
+    checkpoint: PolicyCheckpoint
+    reason: str
+    previous_champion_id: str
+
+
+#: The record type each JSON asset holds.
+RECORD_TYPES: dict[str, type] = {
+    "base_policy": PolicyCheckpoint,
+    "seed_preference_model": PreferenceCheckpoint,
+    "sampling_policy": ChampionChoice,
+    "preference_model": PreferenceCheckpoint,
+    "policy_checkpoint": PolicyCheckpoint,
+    "round_eval": RoundEvaluation,
+    "promotion": Promotion,
+}
+
+
+def to_dict(record: Any) -> dict[str, Any]:
+    return dataclasses.asdict(record)
+
+
+def from_dict(cls: type, data: dict[str, Any]):
+    """Rebuild a (nested) record from its ``to_dict`` form; unknown keys are an error."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    extra = set(data) - names
+    if extra:
+        raise ValueError(f"{cls.__name__}: unexpected field(s) {sorted(extra)}")
+    return cls(**{k: _value(hints[k], v) for k, v in data.items()})
+
+
+def _value(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return from_dict(hint, value)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(inner) == 1:
+            return _value(inner[0], value)
+    return value

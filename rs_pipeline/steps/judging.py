@@ -1,0 +1,147 @@
+"""Steps that judge: the seed preference model, on-policy labelled pairs, the per-round refresh
+of the preference model, and scoring every generation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import pyarrow as pa
+
+from rs_pipeline.annotation import SimulatedAnnotator
+from rs_pipeline.context import RunContext
+from rs_pipeline.ids import config_hash, round_pair_seed, seeded_rng, table_version
+from rs_pipeline.modeling import load_preference, preference_from_policy
+from rs_pipeline.pairs import (
+    LabelledPair,
+    distinct_pairs,
+    heldout_split,
+    split_pairs,
+)
+from rs_pipeline.preference import pair_accuracy, score, train_preference
+from rs_pipeline.records import PolicyCheckpoint, PreferenceCheckpoint
+from rs_pipeline.schemas import make_table
+from rs_pipeline.selection import selection_scores
+
+
+def train_seed_preference(ctx: RunContext, base: PolicyCheckpoint,
+                          seed_table: pa.Table) -> tuple[PreferenceCheckpoint, dict]:
+    """The first reward model: the policy's body (or your own sequence classifier) plus a
+    one-output head, BT on the seed pairs' ``train`` split. Cached by config."""
+    cfg, pc = ctx.settings, ctx.settings.preference
+    key = config_hash([base.id, table_version(seed_table), cfg.seed, cfg.section_dict("preference")])
+    record = ctx.checkpoints.cached("preference", key, PreferenceCheckpoint)
+    if record is None:
+        train, held = split_pairs(seed_table)
+        model, tok = (load_preference(pc.base_path) if pc.base_path else
+                      preference_from_policy(ctx.checkpoints.local_dir(base.path), cfg.seed))
+        metrics = train_preference(model, tok, train, epochs=pc.seed_epochs,
+                                   lr=pc.seed_learning_rate, batch_size=pc.batch_size,
+                                   seed=cfg.seed)
+        model_id, path = ctx.checkpoints.save(model, tok, "preference", "rm")
+        record = PreferenceCheckpoint(
+            id=model_id, path=path, policy_init_id=base.id,
+            labels_version=table_version(seed_table), train_pairs=len(train),
+            train_loss=metrics["train_loss"], pair_acc=pair_accuracy(model, tok, held))
+        ctx.checkpoints.remember("preference", key, record)
+    return record, {"seed_pref/pair_acc": record.pair_acc,
+                    "seed_pref/train_loss": record.train_loss}
+
+
+def label_round_pairs(generations: pa.Table, annotator, n_pairs: int, heldout_fraction: float,
+                      seed: int, round_key: str,
+                      scores: Sequence[float] | None = None) -> pa.Table:
+    """Pairs of distinct completions from this round's samples, labelled by the annotator.
+
+    With ``scores`` (the previous preference model's), each prompt's first pair puts its
+    top-scored completion against another (``pairs.distinct_pairs``). Pairs the annotator cannot
+    label (a file without them) are left out; a seeded share is marked ``heldout``.
+    """
+    g = generations.to_pydict()
+    picks = distinct_pairs(g["prompt_id"], g["completion"], n_pairs,
+                           seed=round_pair_seed(seed, round_key), scores=scores)
+    triples = [(g["prompt"][a], g["completion"][a], g["completion"][b]) for a, b in picks]
+    labels = annotator.label(triples, salt=round_key)
+    keep = [(ab, t, hp) for ab, t, hp in zip(picks, triples, labels) if hp is not None]
+    a_rows, b_rows = [ab[0] for ab, _, _ in keep], [ab[1] for ab, _, _ in keep]
+    return make_table("preference_labels", {
+        "round": [round_key] * len(keep), "prompt_id": [g["prompt_id"][a] for a in a_rows],
+        "prompt": [t[0] for _, t, _ in keep], "completion_a": [t[1] for _, t, _ in keep],
+        "completion_b": [t[2] for _, t, _ in keep],
+        "generation_id_a": [g["generation_id"][a] for a in a_rows],
+        "generation_id_b": [g["generation_id"][b] for b in b_rows],
+        "hp": [hp for _, _, hp in keep], "annotator": [annotator.source] * len(keep),
+        "policy_id": [g["policy_id"][a] for a in a_rows],
+        "split": heldout_split(len(keep), heldout_fraction, seed, round_key),
+    })
+
+
+def label_pairs(ctx: RunContext, generations: pa.Table, previous: PreferenceCheckpoint,
+                round_key: str) -> tuple[pa.Table, dict]:
+    """This round's labelled pairs; with ``top_vs_other`` the previous preference model picks
+    each prompt's favourite, so labels go where selection will look."""
+    pc = ctx.settings.preference
+    prior = None
+    if pc.pair_strategy == "top_vs_other":
+        model, tok = ctx.load_preference(previous)
+        prior = score(model, tok, generations.column("prompt").to_pylist(),
+                      generations.column("completion").to_pylist())
+    table = label_round_pairs(generations, ctx.annotator, pc.pairs_per_round,
+                              pc.heldout_fraction, ctx.settings.seed, round_key, scores=prior)
+    ties = sum(h == 0.5 for h in table.column("hp").to_pylist())
+    return table, {"pairs": table.num_rows, "ties": ties}
+
+
+def _verifier_pairs(task, pairs: Sequence[LabelledPair]) -> list[LabelledPair]:
+    """The same pairs labelled by the verifier alone (true accuracy, free of annotator noise)."""
+    truth = SimulatedAnnotator(task, label_noise=0.0).label([p[:3] for p in pairs])
+    return [(*p[:3], hp) for p, hp in zip(pairs, truth)]
+
+
+def refresh_preference(ctx: RunContext, labels: pa.Table, previous: PreferenceCheckpoint,
+                       earlier_labels: Sequence[pa.Table],
+                       round_key: str) -> tuple[PreferenceCheckpoint, dict]:
+    """The previous preference model fine-tuned on this round's ``train`` pairs plus a seeded
+    replay of earlier rounds' ``train`` pairs; pair accuracy on the ``heldout`` pairs (and, where
+    the task has a verifier, against the verifier's own labels)."""
+    cfg, pc = ctx.settings, ctx.settings.preference
+    train, held = split_pairs(labels)
+    replay = [p for t in earlier_labels for p in split_pairs(t)[0]]
+    replay = seeded_rng(cfg.seed, round_key, "replay").sample(replay, min(len(replay),
+                                                                          pc.replay_pairs))
+    model, tok = ctx.load_preference(previous)
+    metrics = train_preference(model, tok, train + replay, epochs=pc.epochs, lr=pc.learning_rate,
+                               batch_size=pc.batch_size, seed=cfg.seed)
+    acc = pair_accuracy(model, tok, held)
+    acc_true = (pair_accuracy(model, tok, _verifier_pairs(ctx.task, held))
+                if ctx.task.has_verifier else None)
+    model_id, path = ctx.checkpoints.save(model, tok, "preference", "rm")
+    record = PreferenceCheckpoint(
+        id=model_id, path=path, round=round_key, parent_id=previous.id,
+        labels_version=table_version(labels), train_pairs=len(train), replay_pairs=len(replay),
+        train_loss=metrics["train_loss"], pair_acc=acc, pair_acc_verifier=acc_true)
+    return record, {"pref/pair_acc": acc, "pref/pair_acc_verifier": acc_true,
+                    "pref/train_loss": metrics["train_loss"], "pref/train_pairs": len(train),
+                    "pref/replay_pairs": len(replay)}
+
+
+def score_generations(ctx: RunContext, generations: pa.Table,
+                      reward_model: PreferenceCheckpoint) -> tuple[pa.Table, dict]:
+    """Every generation's reward under this round's preference model, its verifier score (if the
+    task has one) and the score selection ranks by."""
+    sel, task = ctx.settings.selection, ctx.task
+    model, tok = ctx.load_preference(reward_model)
+    g = generations.to_pydict()
+    rewards = score(model, tok, g["prompt"], g["completion"])
+    verifier = ([task.verify(p, c) for p, c in zip(g["prompt"], g["completion"])]
+                if task.has_verifier else [None] * len(rewards))
+    ranked = selection_scores(pd.Series(rewards), pd.Series(verifier, dtype="float64"),
+                              sel.selector, sel.mix_weight)
+    keep = ("generation_id", "round", "prompt_id", "prompt", "sample_index", "completion",
+            "policy_id")
+    table = make_table("scores", {**{k: g[k] for k in keep},
+                                  "reward_model_id": [reward_model.id] * len(rewards),
+                                  "reward": rewards, "verifier_score": verifier,
+                                  "selection_score": ranked.tolist()})
+    return table, {"score/mean_reward": sum(rewards) / max(1, len(rewards))}
+

@@ -1,0 +1,49 @@
+"""Round steps that sample: the round's prompts and N generations per prompt."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from rs_pipeline.context import RunContext
+from rs_pipeline.generation import sample_prompts
+from rs_pipeline.ids import config_hash, sample_seed, seeded_rng
+from rs_pipeline.records import PolicyCheckpoint
+from rs_pipeline.schemas import make_table
+
+
+def round_prompts(ctx: RunContext, pool: pa.Table, round_key: str) -> pa.Table:
+    """``task.round_size`` prompts from the pool without replacement, seeded by (seed, round)."""
+    n = pool.num_rows
+    size = min(ctx.settings.task.round_size, n)
+    idx = sorted(seeded_rng(ctx.settings.seed, round_key).sample(range(n), size))
+    sub = pool.take(idx)
+    return make_table("round_prompts", {"round": [round_key] * len(idx),
+                                        "prompt_id": sub.column("prompt_id").to_pylist(),
+                                        "prompt": sub.column("prompt").to_pylist()})
+
+
+def generations(ctx: RunContext, prompts: pa.Table, policy: PolicyCheckpoint,
+                round_key: str) -> tuple[pa.Table, dict]:
+    """N samples per prompt from ``policy`` with per-sample seeds; every row carries its
+    lineage (round, prompt, policy, sampling parameters, seed)."""
+    params, seed = ctx.sampling, ctx.settings.seed
+    model, tok = ctx.load_policy(policy)
+    pids, texts = prompts.column("prompt_id").to_pylist(), prompts.column("prompt").to_pylist()
+    out = sample_prompts(model, tok, texts, params,
+                         lambda p, s: sample_seed(seed, round_key, pids[p], s),
+                         ctx.settings.generation.batch_prompts)
+    rows = len(out["completion"])
+    row_pid = [pids[i] for i in out["prompt_index"]]
+    table = make_table("generations", {
+        "generation_id": [f"g-{config_hash([policy.id, p, s])[:12]}"
+                          for p, s in zip(row_pid, out["seed"])],
+        "round": [round_key] * rows, "prompt_id": row_pid,
+        "prompt": [texts[i] for i in out["prompt_index"]],
+        "sample_index": out["sample_index"], "completion": out["completion"],
+        "num_tokens": out["num_tokens"], "finished": out["finished"], "seed": out["seed"],
+        "policy_id": [policy.id] * rows, "temperature": [params.temperature] * rows,
+        "top_k": [params.top_k] * rows, "top_p": [params.top_p] * rows,
+        "max_new_tokens": [params.max_new_tokens] * rows,
+    })
+    return table, {"gen/tokens_per_s": out["tokens_per_s"], "gen/seconds": out["seconds"],
+                   "gen/rows": rows}
