@@ -81,7 +81,7 @@ def main() -> None:
         print(f"bootstrap (shared, not compared): {time.perf_counter() - t:.1f}s", flush=True)
         direct_home = root / "direct"
         for name in BOOTSTRAP_FILES:
-            src, dst = home / "storage" / name, direct_home / "storage" / name
+            src, dst = home / "assets" / name, direct_home / "assets" / name
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(src, dst) if src.is_dir() else shutil.copy(src, dst)
         ctx = RunContext(config_from_dict(settings), direct_home)

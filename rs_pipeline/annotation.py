@@ -7,14 +7,12 @@ judgements is another source with the same interface.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from pathlib import Path
 
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
 from rs_pipeline.errors import InputError
+from rs_pipeline.ids import seeded_rng
+from rs_pipeline.inputs import check_judgements_file
 from rs_pipeline.tasks.base import Task
 
 Pair = tuple[str, str, str]  # (prompt, completion_a, completion_b)
@@ -39,7 +37,7 @@ class SimulatedAnnotator:
         self.task, self.label_noise, self.seed = task, label_noise, seed
 
     def label(self, pairs: Sequence[Pair], salt: str = "") -> list[float | None]:
-        rng = random.Random(f"{self.seed}|{salt}")
+        rng = seeded_rng(self.seed, salt)
         labels: list[float | None] = []
         for prompt, a, b in pairs:
             sa, sb = self.task.verify(prompt, a), self.task.verify(prompt, b)
@@ -51,17 +49,23 @@ class SimulatedAnnotator:
 
 
 class FileAnnotator:
-    """Human judgements from Parquet: columns ``prompt``, ``completion_a``, ``completion_b``, ``hp``.
+    """Human judgements from Parquet or JSONL: ``prompt``, ``completion_a``, ``completion_b``,
+    ``hp`` (checked row by row: ``inputs.check_judgements_file``).
 
     A pair the file does not cover (in either order) gets ``None`` and is left out.
     """
 
     source = "file"
-    COLUMNS = ("prompt", "completion_a", "completion_b", "hp")
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, quarantine: str = "drop"):
         self.path = Path(path)
-        self._labels = _read_judgements(self.path)
+        check = check_judgements_file(self.path, quarantine)
+        if check.problems:
+            raise InputError(f"labels file {self.path}: {len(check.problems)} problem(s):\n  "
+                             + "\n  ".join(check.summary()))
+        self.quarantined = check.quarantined
+        self._labels = {(r["prompt"], r["completion_a"], r["completion_b"]): r["hp"]
+                        for r in check.rows}
 
     def label(self, pairs: Sequence[Pair], salt: str = "") -> list[float | None]:
         out: list[float | None] = []
@@ -78,35 +82,13 @@ class FileAnnotator:
         return [(p, a, b, hp) for (p, a, b), hp in self._labels.items()]
 
 
-def _read_judgements(path: Path) -> dict[Pair, float]:
-    if not path.exists():
-        raise InputError(f"labels file {path} does not exist")
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file named
-        raise InputError(f"labels file {path} cannot be read as Parquet: {exc}") from exc
-    missing = [c for c in FileAnnotator.COLUMNS if c not in table.column_names]
-    if missing:
-        raise InputError(f"labels file {path} lacks column(s) {missing} (has {table.column_names})")
-    hp = table.column("hp").cast("double")
-    bad = pc.or_(pc.is_null(hp), pc.or_(pc.less(hp, 0.0), pc.greater(hp, 1.0)))
-    idx = pc.index(bad, True).as_py()
-    if idx >= 0:
-        raise InputError(f"labels file {path}, row {idx}, column 'hp': must be a number in [0, 1]")
-    for col in FileAnnotator.COLUMNS[:3]:
-        idx = pc.index(pc.is_null(table.column(col)), True).as_py()
-        if idx >= 0:
-            raise InputError(f"labels file {path}, row {idx}, column {col!r}: missing value")
-    rows = zip(*(table.column(c).to_pylist() for c in FileAnnotator.COLUMNS[:3]), hp.to_pylist())
-    return {(p, a, b): float(h) for p, a, b, h in rows}
-
-
-def make_annotator(kind: str, task: Task, label_noise: float, seed: int, path: str | None):
+def make_annotator(kind: str, task: Task, label_noise: float, seed: int, path: str | None,
+                   quarantine: str = "drop"):
     """The annotator the config names (``simulated`` or ``file``)."""
     if kind == "simulated":
         return SimulatedAnnotator(task, label_noise, seed)
     if kind == "file":
         if not path:
             raise InputError("setting annotator.path is required when annotator.kind is 'file'")
-        return FileAnnotator(path)
+        return FileAnnotator(path, quarantine)
     raise InputError(f"setting annotator.kind: unknown kind {kind!r} (known: simulated, file)")

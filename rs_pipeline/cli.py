@@ -1,4 +1,9 @@
-"""Command line: ``rs-pipeline demo | round | lineage | ui``."""
+"""Command line: ``rs-pipeline demo | round | status | lineage | ui``.
+
+Exit codes: 0 done; 1 a round failed (the reason is printed); 2 bad input or settings (nothing
+was run); 3 another process is running rounds on this home, or a failed round blocks new ones;
+130 stopped with Ctrl-C (run the same command again to continue).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -16,7 +20,7 @@ import yaml
 from rs_pipeline.errors import InputError
 
 HOME_DEFAULT = "dagster_home"
-KEEP_IN_HOME = {"dagster.yaml"}
+KEEP_IN_HOME = {"dagster.yaml", ".rs_pipeline.lock"}
 
 
 def _quiet_libraries() -> None:
@@ -78,96 +82,41 @@ def write_demo_settings(home: Path, args) -> None:
     target.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
-def _fmt(v, spec=".3f") -> str:
-    return "-" if v is None else format(v, spec) if isinstance(v, float) else str(v)
+def _locked(command):
+    """Run a round command with the home's lock held (one process runs rounds on a home)."""
 
+    def run(args) -> int:
+        home = use_home(args.home)
+        from rs_pipeline.home_lock import home_lock
 
-def print_table(rows) -> None:
-    """The demo's table: one line per round (``history.RoundRow``)."""
-    head = ["round", "policy_id", "kept", "pair_acc", "eval_greedy", "eval_sampled", "gate",
-            "promoted"]
-    lines = [head]
-    for r in rows:
-        lines.append([r.round, r.policy_id or "-", _fmt(r.kept), _fmt(r.pair_acc),
-                      _fmt(r.greedy_acc), _fmt(r.sample_acc),
-                      f"{_fmt(r.gate)}/{_fmt(r.champion_gate)}",
-                      "yes" if r.state == "promoted" else "no"])
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
-    for i, line in enumerate(lines):
-        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-
-
-def _outcome(row) -> str:
-    return "promoted" if row.state == "promoted" else f"refused ({row.reason or 'failed'})"
+        with home_lock(home, f"rs-pipeline {args.command}"):
+            if getattr(args, "fresh", False):
+                wipe_home(home)
+            if args.command == "demo":
+                write_demo_settings(home, args)
+            _quiet_libraries()
+            return command(args, home)
+    return run
 
 
 def cmd_demo(args) -> int:
-    home = use_home(args.home)
-    if args.fresh:
-        wipe_home(home)
-    write_demo_settings(home, args)
-    _quiet_libraries()
-    import dagster as dg
+    from rs_pipeline.cli_rounds import cmd_demo as demo
 
-    from rs_pipeline.context import load_context
-    from rs_pipeline.defs.partitions import existing_rounds
-    from rs_pipeline.defs.runner import failure_messages, run_bootstrap, run_round
-    from rs_pipeline.history import round_row
-
-    store = load_context(home).store
-    instance = dg.DagsterInstance.get()
-    t0 = time.perf_counter()
-    print(f"rs-pipeline demo: home {home}, task {args.task if not args.config else args.config}")
-    print("bootstrap: prompt sets, base policy (pretrained once, then reused), seed preference "
-          "model ...", flush=True)
-    boot = run_bootstrap(instance)
-    if not boot.success:
-        raise InputError("bootstrap failed:\n  " + "\n  ".join(failure_messages(boot)))
-    print(f"bootstrap done in {time.perf_counter() - t0:.0f}s", flush=True)
-    for _ in range(args.rounds):
-        t = time.perf_counter()
-        key, result = run_round(instance)
-        row = round_row(store, key)
-        print(f"round {key}: kept {_fmt(row.kept)}, pair acc {_fmt(row.pair_acc)}, "
-              f"eval greedy {_fmt(row.greedy_acc)}, sampled {_fmt(row.sample_acc)} -> "
-              f"{_outcome(row)} [{time.perf_counter() - t:.0f}s]", flush=True)
-        if not result.success and not row.evaluated:
-            print(f"round {key} failed before evaluation:\n  " +
-                  "\n  ".join(failure_messages(result)), file=sys.stderr)
-            return 1
-    print()
-    print_table([round_row(store, k) for k in existing_rounds(instance)])
-    print(f"\ntotal {time.perf_counter() - t0:.0f}s. Open the UI: rs-pipeline ui --home {args.home}")
-    return 0
+    return _locked(demo)(args)
 
 
 def cmd_round(args) -> int:
-    """The next round now, under the nightly schedule's rule (no overlap, no stacking)."""
+    from rs_pipeline.cli_rounds import cmd_round as round_
+
+    return _locked(round_)(args)
+
+
+def cmd_status(args) -> int:
+    from rs_pipeline.cli_rounds import cmd_status as status
+
     home = use_home(args.home)
     _quiet_libraries()
-    import dagster as dg
-
-    from rs_pipeline.context import load_context
-    from rs_pipeline.defs.nightly import blocking_reason
-    from rs_pipeline.defs.runner import failure_messages, run_round
-    from rs_pipeline.history import round_row
-
-    store = load_context(home).store
-    instance = dg.DagsterInstance.get()
-    reason = blocking_reason(instance, store)
-    if reason:
-        print(f"skipped: {reason}", file=sys.stderr)
-        return 3
-    key, result = run_round(instance)
-    row = round_row(store, key)
-    if not result.success and not row.evaluated:
-        print(f"round {key} failed before evaluation:\n  " +
-              "\n  ".join(failure_messages(result)), file=sys.stderr)
-        return 1
-    print(f"round {key}: {row.state} -- {row.reason}")
-    return 0
+    return status(args, home)
 
 
 def cmd_lineage(args) -> int:
@@ -222,8 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--config", help="YAML settings file (a real run) instead of a demo task")
     demo.add_argument("--home", default=HOME_DEFAULT, help="the Dagster home (default %(default)s)")
     demo.add_argument("--fresh", action="store_true", help="wipe the home's history first")
-    rnd = sub.add_parser("round", help="run the next round from the champion")
+    rnd = sub.add_parser("round", help="run the next round from the champion (or finish an "
+                                       "interrupted one)")
     rnd.add_argument("--home", default=HOME_DEFAULT)
+    rnd.add_argument("--rerun", metavar="rXXXX", help="re-execute a failed round from its "
+                                                      "failed step")
+    st = sub.add_parser("status", help="every round's state, failing step and error")
+    st.add_argument("--home", default=HOME_DEFAULT)
     lin = sub.add_parser("lineage", help="which model made this data / which data made this model")
     lin.add_argument("kind", choices=["policy", "data"])
     lin.add_argument("ref", help="policy: pol-… id, round key or rs-policy:VERSION; data: an asset")
@@ -236,12 +190,22 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--home", default=HOME_DEFAULT)
     ui.add_argument("--port", type=int, default=3000)
     args = parser.parse_args(argv)
+    from rs_pipeline.home_lock import HomeBusy
+
+    commands = {"demo": cmd_demo, "round": cmd_round, "status": cmd_status, "ui": cmd_ui,
+                "lineage": cmd_lineage}
     try:
-        commands = {"demo": cmd_demo, "round": cmd_round, "ui": cmd_ui, "lineage": cmd_lineage}
         return commands[args.command](args)
+    except HomeBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("stopped (Ctrl-C); run the same command again to continue where it stopped",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -133,9 +133,28 @@ class StorageConfig:
     """Where tables, checkpoints and MLflow records live."""
 
     base_uri: str | None = _f(None, "Where assets and checkpoints live (path or fsspec URI); empty: "
-                              "$DAGSTER_HOME/storage.")
+                              "$DAGSTER_HOME/assets.")
     mlflow_tracking_uri: str | None = _f(None, "MLflow tracking URI; empty: sqlite in $DAGSTER_HOME.")
     mlflow_experiment: str = _f("rs_pipeline", "MLflow experiment name.")
+
+
+@dataclass
+class InputsConfig:
+    """What happens to input rows a user would rather drop than fix."""
+
+    quarantine: Literal["drop", "refuse"] = _f(
+        "drop", "Duplicate prompts/labels and pairs of identical completions: 'drop' them (counted "
+        "in the asset metadata) or 'refuse' the file.")
+
+
+@dataclass
+class RecoveryConfig:
+    """How long steps keep their work so a crashed run continues where it stopped."""
+
+    shard_prompts: int = _f(512, "Generation and scoring commit their rows every this many prompts.",
+                            ge=1)
+    checkpoint_steps: int = _f(100, "Training saves a resumable checkpoint every this many steps "
+                               "(0: never; removed when training ends).", ge=0)
 
 
 @dataclass
@@ -160,7 +179,9 @@ class PipelineConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    inputs: InputsConfig = field(default_factory=InputsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,11 +21,14 @@ from rs_pipeline.config import PipelineConfig, config_from_dict, load_config
 from rs_pipeline.errors import InputError
 from rs_pipeline.generation import SamplingParams
 from rs_pipeline.modeling import load_policy, load_preference
+from rs_pipeline.resume import Resume, step_key
 from rs_pipeline.storage import AssetStore
 from rs_pipeline.tasks import Task, get_task
 
 CONFIG_FILE_NAME = "rs_pipeline.yaml"
 CONFIG_ENV = "RS_PIPELINE_CONFIG"
+#: Default storage base under the home (Dagster keeps its own compute logs in ``storage/``).
+ASSETS_DIR = "assets"
 
 
 def resolve_home(home: str | Path | None = None) -> Path:
@@ -53,12 +56,16 @@ class RunContext:
     @cached_property
     def task(self) -> Task:
         t = self.settings.task
-        return get_task(t.name, t.prompts_path)
+        task = get_task(t.name, t.prompts_path)
+        if hasattr(task, "quarantine"):
+            task.quarantine = self.settings.inputs.quarantine
+        return task
 
     @cached_property
     def annotator(self):
         a = self.settings.annotator
-        return make_annotator(a.kind, self.task, a.label_noise, self.settings.seed, a.path)
+        return make_annotator(a.kind, self.task, a.label_noise, self.settings.seed, a.path,
+                              self.settings.inputs.quarantine)
 
     @cached_property
     def sampling(self) -> SamplingParams:
@@ -68,19 +75,31 @@ class RunContext:
 
     @cached_property
     def store(self) -> AssetStore:
-        return AssetStore(self.settings.storage.base_uri or str(self.home / "storage"))
+        return AssetStore(self.settings.storage.base_uri or str(self.home / ASSETS_DIR))
 
     @cached_property
     def checkpoints(self) -> CheckpointStore:
         return CheckpointStore(self.store, self.home / "cache")
 
+    @property
+    def scratch(self) -> Path:
+        """Local working space of long steps (trainer checkpoints); kept across crashes."""
+        return self.home / "scratch"
+
+    def resume(self, asset: str, partition: str | None, inputs: dict) -> Resume:
+        """What lets step ``asset`` skip or continue work done for exactly these inputs."""
+        r = self.settings.recovery
+        return Resume(self.store, self.scratch, asset, partition,
+                      step_key(self.settings, asset, partition, inputs),
+                      shard_prompts=r.shard_prompts, checkpoint_steps=r.checkpoint_steps)
+
     def load_policy(self, record):
         """The policy (model, tokenizer) a checkpoint record points at."""
-        return load_policy(self.checkpoints.local_dir(record.path))
+        return load_policy(self.checkpoints.local_dir(record.path), expected_id=record.id)
 
     def load_preference(self, record):
         """The preference model (model, tokenizer) a checkpoint record points at."""
-        return load_preference(self.checkpoints.local_dir(record.path))
+        return load_preference(self.checkpoints.local_dir(record.path), expected_id=record.id)
 
     @property
     def mlflow_tracking_uri(self) -> str:
@@ -118,8 +137,14 @@ def check_settings(cfg: PipelineConfig) -> list[str]:
         if cfg.selection.selector != "preference":
             problems.append(f"setting selection.selector={cfg.selection.selector!r} needs a "
                             f"verifier; task {task.name!r} has none")
+    if task is not None and not task.alphabet and not cfg.policy.base_path:
+        problems.append(f"setting policy.base_path is required for task {task.name!r} (the "
+                        "demo model is built only for the built-in tasks)")
     if cfg.annotator.kind == "file" and not cfg.annotator.path:
         problems.append("setting annotator.path is required when annotator.kind is 'file'")
+    if cfg.annotator.kind == "file" and not cfg.preference.seed_labels_path:
+        problems.append("setting preference.seed_labels_path is required when annotator.kind is "
+                        "'file' (a judgements file cannot label the synthetic seed pairs)")
     return problems
 
 

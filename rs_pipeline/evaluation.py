@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 from rs_pipeline.config import GateConfig
 from rs_pipeline.generation import SamplingParams, sample_prompts
+from rs_pipeline.ids import derive_seed, prompt_id
 from rs_pipeline.records import GateDecision, PolicyMetrics
 from rs_pipeline.tasks.base import Task
 
@@ -22,11 +23,14 @@ def evaluate_policy(model, tokenizer, task: Task, prompts: Sequence[str], params
     ``distinct_share`` (distinct completions / N, averaged over prompts), ``mean_length``
     (characters). Verifier metrics are None when the task has no verifier. ``sampled=False``
     measures greedy decoding only (the sampled metrics then describe the greedy answers).
+    Sample ``s`` of a prompt is seeded by (seed, "eval", prompt id, s): the same draw for the
+    candidate and the champion, on any batch layout.
     """
     greedy = sample_prompts(model, tokenizer, prompts, SamplingParams(
         n=1, temperature=0.0, max_new_tokens=params.max_new_tokens), lambda p, s: 0, batch_prompts)
+    pids = [prompt_id(p) for p in prompts]
     samples = (sample_prompts(model, tokenizer, prompts, params,
-                              lambda p, s: seed * 1_000_003 + p * 131 + s, batch_prompts)
+                              lambda p, s: derive_seed(seed, "eval", pids[p], s), batch_prompts)
                if sampled else greedy)
     comps, idx = samples["completion"], samples["prompt_index"]
     sample_prompts_text = [prompts[i] for i in idx]

@@ -56,11 +56,6 @@ def seeded_rng(*parts: object) -> random.Random:
     return random.Random("|".join(str(p) for p in parts))
 
 
-def round_pair_seed(seed: int, round_key: str) -> int:
-    """Seed of a round's pair draw (legacy formula kept while figures are compared)."""
-    return int(config_hash([seed, round_key]), 16) & 0x7FFFFFFF
-
-
 _ROUND_KEY = re.compile(r"^r(\d{4,})$")
 
 

@@ -60,23 +60,35 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
-def load_policy(path: str | Path):
-    """A causal LM and its tokenizer from a local folder (never from a hub)."""
-    path = _check_folder(path, "policy folder")
-    model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
+def _from_pretrained(cls, path: Path, what: str, expected_id: str | None, **kwargs):
+    try:
+        model = cls.from_pretrained(str(path), local_files_only=True, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a damaged folder, re-raised naming it
+        raise InputError(f"{what} {path} cannot be loaded ({type(exc).__name__}: {exc})") from None
+    if expected_id is not None:
+        actual = weights_id(model, expected_id.split("-", 1)[0])
+        if actual != expected_id:
+            raise InputError(f"{what} {path} does not hold checkpoint {expected_id}: its weights "
+                             f"hash to {actual} (the files were changed or damaged)")
     model.eval()
+    return model
+
+
+def load_policy(path: str | Path, expected_id: str | None = None):
+    """A causal LM and its tokenizer from a local folder (never from a hub); with
+    ``expected_id`` the weights are verified against that content id."""
+    path = _check_folder(path, "policy folder")
+    model = _from_pretrained(AutoModelForCausalLM, path, "policy folder", expected_id)
     return model, load_tokenizer(path)
 
 
-def load_preference(path: str | Path):
+def load_preference(path: str | Path, expected_id: str | None = None):
     """A one-output sequence classifier (the reward model) and its tokenizer."""
     path = _check_folder(path, "preference model folder")
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(path), num_labels=1, local_files_only=True
-    )
+    model = _from_pretrained(AutoModelForSequenceClassification, path, "preference model folder",
+                             expected_id, num_labels=1)
     tok = load_tokenizer(path)
     model.config.pad_token_id = tok.pad_token_id
-    model.eval()
     return model, tok
 
 
@@ -89,7 +101,8 @@ def preference_from_policy(policy_path: str | Path, seed: int):
 def weights_id(model: torch.nn.Module, prefix: str) -> str:
     """Content id of a model: a hash of its config and every tensor, in key order."""
     conf = {k: v for k, v in model.config.to_dict().items()
-            if not k.startswith("_") and k not in ("transformers_version", "architectures")}
+            if not k.startswith("_") and k not in ("transformers_version", "architectures", "dtype",
+                                                   "torch_dtype")}
     h = hashlib.sha256(json.dumps(conf, sort_keys=True, default=str).encode())
     for key, tensor in sorted(model.state_dict().items()):
         h.update(key.encode())

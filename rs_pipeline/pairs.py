@@ -67,12 +67,6 @@ def heldout_split(count: int, fraction: float, seed: int, salt: str) -> list[str
     return ["heldout" if rng.random() < fraction else "train" for _ in range(count)]
 
 
-def seed_heldout_split(count: int, fraction: float, seed: int) -> list[str]:
-    """The seed pairs' split (legacy rule kept while figures are compared: the first rows)."""
-    n_held = max(1, int(count * fraction))
-    return ["heldout"] * n_held + ["train"] * (count - n_held)
-
-
 def labelled_pairs(table: pa.Table) -> list[LabelledPair]:
     d = table.select(["prompt", "completion_a", "completion_b", "hp"]).to_pydict()
     return list(zip(d["prompt"], d["completion_a"], d["completion_b"], d["hp"]))

@@ -58,7 +58,7 @@ class SoftPairCollator(DataCollatorForPreference):
 
 
 def train_preference(model, tokenizer, pairs: Sequence[LabelledPair], *, epochs: float, lr: float,
-                     batch_size: int, seed: int) -> dict[str, float]:
+                     batch_size: int, seed: int, **checkpointing) -> dict[str, float]:
     """Fine-tune ``model`` in place on labelled pairs; returns loss, steps, seconds."""
     if not pairs:
         raise ValueError("no labelled pairs to train the preference model on")
@@ -70,7 +70,7 @@ def train_preference(model, tokenizer, pairs: Sequence[LabelledPair], *, epochs:
     model.config.pad_token_id = tokenizer.pad_token_id
     return run_trainer(model, rows, SoftPairCollator(pad_token_id=tokenizer.pad_token_id),
                        trainer_cls=BradleyTerryTrainer, lr=lr, batch_size=batch_size, seed=seed,
-                       epochs=epochs)
+                       epochs=epochs, **checkpointing)
 
 
 def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,12 +11,14 @@ from rs_pipeline.tasks.base import Task
 from rs_pipeline.training import train_on_completions
 
 
-def pretrain_base_policy(task: Task, train_prompts: Sequence[str], cfg: PolicyConfig, seed: int):
+def pretrain_base_policy(task: Task, train_prompts: Sequence[str], cfg: PolicyConfig, seed: int,
+                         **checkpointing):
     """Build tokenizer + model and pretrain for ``cfg.pretrain_steps`` steps.
 
     A share ``cfg.bug_rate`` of the answers carry the task's systematic bug, so the policy's
     mode is wrong while the right answer is often among its samples: the state rejection
-    sampling is meant to fix. Returns (model, tokenizer, metrics).
+    sampling is meant to fix. ``checkpointing``: ``checkpoint_dir``/``checkpoint_steps`` of
+    ``training.run_trainer``. Returns (model, tokenizer, metrics).
     """
     tokenizer = build_char_tokenizer(task.alphabet)
     model = build_tiny_gpt2(tokenizer, cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions, seed)
@@ -27,6 +29,6 @@ def pretrain_base_policy(task: Task, train_prompts: Sequence[str], cfg: PolicyCo
     metrics = train_on_completions(
         model, tokenizer, prompts, completions, lr=cfg.pretrain_lr,
         batch_size=cfg.pretrain_batch_size, seed=seed, max_steps=cfg.pretrain_steps,
-        scheduler="cosine_with_min_lr", min_lr_rate=0.1,
+        scheduler="cosine_with_min_lr", min_lr_rate=0.1, **checkpointing,
     )
     return model, tokenizer, metrics

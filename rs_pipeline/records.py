@@ -46,6 +46,8 @@ class PreferenceCheckpoint:
     pair_acc: float | None = None
     pair_acc_verifier: float | None = None
     mlflow_version: str | None = None
+    #: Set when a round kept its previous model: why the refresh was skipped.
+    skipped_reason: str | None = None
 
 
 @dataclass(frozen=True)

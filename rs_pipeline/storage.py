@@ -8,6 +8,7 @@ are the typed dataclasses of ``rs_pipeline.records``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 import uuid
@@ -18,8 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from rs_pipeline.errors import InputError
 from rs_pipeline.records import RECORD_TYPES, from_dict, to_dict
 from rs_pipeline.schemas import check_table
+
+TMP_PREFIX = ".tmp-"
 
 
 class AssetStore:
@@ -43,31 +47,68 @@ class AssetStore:
         return self.fs.exists(self.path(asset, partition, ext))
 
     def atomic_write(self, path: str, write) -> None:
-        self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        tmp = posixpath.join(posixpath.dirname(path), f".tmp-{uuid.uuid4().hex}")
+        """Write ``path`` through a temporary file moved into place; an unwritable location is
+        one clear error naming it."""
+        tmp = posixpath.join(posixpath.dirname(path), f"{TMP_PREFIX}{uuid.uuid4().hex}")
         try:
+            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
             with self.fs.open(tmp, "wb") as fh:
                 write(fh)
             self.fs.mv(tmp, path)
+        except OSError as exc:
+            raise InputError(f"storage {self.uri(path)} is not writable ({exc.strerror or exc})"
+                             ) from None
         finally:
-            if self.fs.exists(tmp):
-                self.fs.rm(tmp)
+            with contextlib.suppress(OSError):
+                if self.fs.exists(tmp):
+                    self.fs.rm(tmp)
+
+    @contextlib.contextmanager
+    def _reading(self, asset: str, partition: str | None, path: str):
+        """Open ``path`` for reading; a missing or unreadable file is one clear error."""
+        where = f"{asset}" + (f" of round {partition}" if partition else "")
+        try:
+            with self.fs.open(path, "rb") as fh:
+                yield fh
+        except FileNotFoundError:
+            raise InputError(f"{self.uri(path)} is missing: {where} was deleted or never "
+                             "written (re-materialize it)") from None
+        except (pa.ArrowInvalid, OSError, ValueError) as exc:
+            raise InputError(f"{self.uri(path)} cannot be read ({where}): {exc}") from None
+
+    def remove_temporaries(self) -> int:
+        """Delete files and folders left by interrupted writes (names starting ``.tmp-``).
+        Only call while no write can be in flight (the home lock is held)."""
+        if not self.fs.exists(self.root):
+            return 0
+        found = [p for p in self.fs.find(self.root, withdirs=True)
+                 if posixpath.basename(p.rstrip("/")).startswith(TMP_PREFIX)]
+        for path in sorted(found, key=len):  # parents first
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+        return len(found)
 
     def write_table(self, asset: str, table: pa.Table, partition: str | None = None) -> str:
-        path = self.path(asset, partition, "parquet")
+        return self.write_table_at(self.path(asset, partition, "parquet"), table, asset)
+
+    def write_table_at(self, path: str, table: pa.Table, asset: str) -> str:
+        """Write ``table`` (checked against ``asset``'s schema) to ``path`` atomically."""
         table = check_table(table, asset, path)
         self.atomic_write(path, lambda fh: pq.write_table(table, fh))
         return path
 
     def read_table(self, asset: str, partition: str | None = None) -> pa.Table:
-        path = self.path(asset, partition, "parquet")
-        with self.fs.open(path, "rb") as fh:
+        return self.read_table_at(self.path(asset, partition, "parquet"), asset, partition)
+
+    def read_table_at(self, path: str, asset: str, partition: str | None = None) -> pa.Table:
+        with self._reading(asset, partition, path) as fh:
             table = pq.read_table(fh)
         return check_table(table, asset, path)
 
     def num_rows(self, asset: str, partition: str | None = None) -> int:
         """Rows of a stored table, read from the Parquet footer only."""
-        with self.fs.open(self.path(asset, partition, "parquet"), "rb") as fh:
+        path = self.path(asset, partition, "parquet")
+        with self._reading(asset, partition, path) as fh:
             return pq.ParquetFile(fh).metadata.num_rows
 
     def write_json(self, asset: str, record: dict[str, Any], partition: str | None = None) -> str:
@@ -77,7 +118,8 @@ class AssetStore:
         return path
 
     def read_json(self, asset: str, partition: str | None = None) -> dict[str, Any]:
-        with self.fs.open(self.path(asset, partition, "json"), "rb") as fh:
+        path = self.path(asset, partition, "json")
+        with self._reading(asset, partition, path) as fh:
             return json.loads(fh.read())
 
     def write_record(self, asset: str, record: Any, partition: str | None = None) -> str:
@@ -96,5 +138,5 @@ class AssetStore:
         if not self.fs.exists(folder):
             return []
         names = [posixpath.basename(p) for p in self.fs.ls(folder, detail=False)]
-        return sorted(n[: -len(ext) - 1] for n in names
-                      if n.endswith("." + ext) and not n.startswith("."))
+        keys = (n[: -len(ext) - 1] for n in names if n.endswith("." + ext))
+        return sorted(k for k in keys if k and not k.startswith(".") and "." not in k)

@@ -7,14 +7,18 @@ encodes rows (loss on completion tokens only) and picks the arguments.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import datasets
 import torch
 from transformers import PrinterCallback, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 IGNORE = -100  # label of a token that carries no loss
@@ -32,11 +36,16 @@ def encode_completions(tokenizer, prompts: Sequence[str], completions: Sequence[
 def training_args(output_dir: str, *, lr: float, batch_size: int, seed: int,
                   epochs: float | None = None, max_steps: int | None = None,
                   scheduler: str = "linear", min_lr_rate: float | None = None,
-                  warmup_steps: int = 0) -> TrainingArguments:
-    """Trainer arguments for small CPU-friendly runs: no checkpoints, no reporting, seeded."""
+                  warmup_steps: int = 0, save_steps: int = 0) -> TrainingArguments:
+    """Trainer arguments: no reporting, seeded; a resumable checkpoint (model, optimizer,
+    scheduler, RNG) every ``save_steps`` steps (0: none), only the latest kept."""
     kwargs: dict[str, Any] = {}
     if min_lr_rate is not None:
         kwargs["lr_scheduler_kwargs"] = {"min_lr_rate": min_lr_rate}
+    if save_steps:
+        kwargs.update(save_strategy="steps", save_steps=save_steps, save_total_limit=1)
+    else:
+        kwargs["save_strategy"] = "no"
     return TrainingArguments(
         output_dir=output_dir,
         per_device_train_batch_size=batch_size,
@@ -46,8 +55,7 @@ def training_args(output_dir: str, *, lr: float, batch_size: int, seed: int,
         lr_scheduler_type=scheduler,
         warmup_steps=warmup_steps,
         weight_decay=0.0,
-        logging_steps=10_000,
-        save_strategy="no",
+        logging_steps=1,  # per-step losses, kept in checkpoints: train_loss survives a resume
         report_to="none",
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
@@ -60,26 +68,49 @@ def training_args(output_dir: str, *, lr: float, batch_size: int, seed: int,
 
 
 def run_trainer(model, rows: datasets.Dataset, collator, *, trainer_cls: type = Trainer,
+                checkpoint_dir: Path | None = None, checkpoint_steps: int = 0,
                 **args: Any) -> dict[str, float]:
-    """Train ``model`` in place with ``trainer_cls``; returns loss, steps and seconds. The
-    trainer's output folder is temporary and removed afterwards."""
+    """Train ``model`` in place with ``trainer_cls``; returns loss, steps and seconds.
+
+    With ``checkpoint_dir`` and ``checkpoint_steps``, a checkpoint is kept there every
+    ``checkpoint_steps`` steps and a re-run continues from the latest one (same batches, same
+    result as an uninterrupted run); the folder is removed when training ends. Otherwise the
+    trainer's folder is temporary.
+    """
+    keep = checkpoint_dir is not None and checkpoint_steps > 0
     model.train()
-    with tempfile.TemporaryDirectory(prefix="rs-trainer-") as out:
-        trainer = trainer_cls(model=model, args=training_args(out, **args), train_dataset=rows,
-                              data_collator=collator)
+    with contextlib.ExitStack() as stack:
+        if keep:
+            out = str(checkpoint_dir)
+            Path(out).mkdir(parents=True, exist_ok=True)
+        else:
+            out = stack.enter_context(tempfile.TemporaryDirectory(prefix="rs-trainer-"))
+        trainer = trainer_cls(model=model, args=training_args(
+            out, save_steps=checkpoint_steps if keep else 0, **args), train_dataset=rows,
+            data_collator=collator)
         trainer.remove_callback(PrinterCallback)  # the metrics are returned, not printed
+        last = get_last_checkpoint(out) if keep else None
         start = time.perf_counter()
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=last)
         seconds = time.perf_counter() - start
+    if keep:
+        shutil.rmtree(out, ignore_errors=True)
     model.eval()
-    return {"train_loss": float(result.training_loss), "steps": int(result.global_step),
-            "seconds": seconds}
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"train_loss": sum(losses) / len(losses) if losses else float(result.training_loss),
+            "steps": int(result.global_step), "seconds": seconds,
+            "resumed_from_step": _step_of(last)}
+
+
+def _step_of(checkpoint: str | None) -> int:
+    return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
 
 
 def train_on_completions(model, tokenizer, prompts: Sequence[str], completions: Sequence[str], *,
                          lr: float, batch_size: int, seed: int, epochs: float | None = None,
                          max_steps: int | None = None, scheduler: str = "linear",
-                         min_lr_rate: float | None = None) -> dict[str, float]:
+                         min_lr_rate: float | None = None, checkpoint_dir: Path | None = None,
+                         checkpoint_steps: int = 0) -> dict[str, float]:
     """Fine-tune ``model`` in place on (prompt, completion) rows; returns loss, steps, seconds."""
     if not prompts:
         raise ValueError("nothing to train on: the kept set is empty")
@@ -88,4 +119,5 @@ def train_on_completions(model, tokenizer, prompts: Sequence[str], completions: 
                                                return_position_ids=False)
     return run_trainer(model, rows, collator, lr=lr, batch_size=batch_size, seed=seed,
                        epochs=epochs, max_steps=max_steps, scheduler=scheduler,
-                       min_lr_rate=min_lr_rate, warmup_steps=min(20, (max_steps or 0) // 20))
+                       min_lr_rate=min_lr_rate, warmup_steps=min(20, (max_steps or 0) // 20),
+                       checkpoint_dir=checkpoint_dir, checkpoint_steps=checkpoint_steps)

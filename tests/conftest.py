@@ -50,3 +50,25 @@ def tiny_policy(tmp_path_factory):
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+# The gate's outcome is pinned, not left to float noise: any candidate passes (tolerance 1.0
+# on an accuracy, no hacking margin reachable), so both rounds are promoted on every machine.
+PROMOTE_ALL = {**TINY, "gate": {"tolerance": 1.0, "hacking_reward_margin": 1e9}}
+
+
+@pytest.fixture(scope="session")
+def two_promoted_rounds(tmp_path_factory):
+    """A home with the bootstrap and two promoted rounds, built once per session. Tests that
+    change it work on a copy."""
+    import dagster as dg
+
+    from rs_pipeline.defs.runner import run_bootstrap, run_round
+
+    with pytest.MonkeyPatch.context() as mp:
+        home = make_home(tmp_path_factory.mktemp("two_rounds") / "home", mp, PROMOTE_ALL)
+        instance = dg.DagsterInstance.get()
+        assert run_bootstrap(instance).success
+        results = [run_round(instance) for _ in range(2)]
+        assert all(r.success for _, r in results)
+    return home, results

@@ -11,13 +11,13 @@ def test_a_home_keeps_one_history_unless_asked_to_start_fresh(tmp_path, monkeypa
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     (home / "rs_pipeline.yaml").write_text(yaml.safe_dump(demo_config("rev8").to_dict()))
-    (home / "storage").mkdir()
+    (home / "assets").mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     assert main(["demo", "--task", "addition", "--home", str(home), "--rounds", "0"]) == 2
     err = capsys.readouterr().err
     assert "other settings" in err and "--fresh" in err and "'rev8'" in err
     wipe_home(home)
-    assert sorted(p.name for p in home.iterdir()) == ["dagster.yaml"]
+    assert sorted(p.name for p in home.iterdir()) == [".rs_pipeline.lock", "dagster.yaml"]
 
 
 def test_bad_config_file_is_one_clear_error(tmp_path, monkeypatch, capsys):
@@ -28,7 +28,8 @@ def test_bad_config_file_is_one_clear_error(tmp_path, monkeypatch, capsys):
     assert "setting sft.epochs: expected float, got 'lots'" in capsys.readouterr().err
 
 
-def test_a_bad_prompts_file_fails_the_demo_with_the_file_and_row(tmp_path, monkeypatch, capsys):
+def test_a_bad_prompts_file_fails_the_demo_with_the_file_and_row(tmp_path, monkeypatch, capsys,
+                                                                 tiny_policy):
     home = tmp_path / "h"
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     prompts = tmp_path / "prompts.jsonl"
@@ -38,7 +39,9 @@ def test_a_bad_prompts_file_fails_the_demo_with_the_file_and_row(tmp_path, monke
                              "hp": [1.0]}), labels)
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump({"task": {"name": "prompts_file", "prompts_path": str(prompts)},
-                                   "annotator": {"kind": "file", "path": str(labels)}}))
+                                   "policy": {"base_path": str(tiny_policy)},
+                                   "annotator": {"kind": "file", "path": str(labels)},
+                                   "preference": {"seed_labels_path": str(labels)}}))
     assert main(["demo", "--config", str(cfg), "--home", str(home)]) == 2
     err = capsys.readouterr().err
     assert "prompts.jsonl, row 1, column 'prompt'" in err and "Traceback" not in err
@@ -58,4 +61,4 @@ def test_every_config_problem_is_reported_at_once_before_any_work(tmp_path, monk
     for text in ("generation.n: must be >= 1, got -3", "selection.selector: 'oracle' is not one of",
                  "annotator.label_noise: must be <= 0.5", "sft.epoch: unknown"):
         assert text in err
-    assert not (home / "storage").exists() and not (home / "history").exists()
+    assert not (home / "assets").exists() and not (home / "history").exists()

@@ -39,7 +39,7 @@ def test_context_is_built_once_per_settings_content_and_derives_objects(tmp_path
     assert load_context(home) is ctx
     assert ctx.task.name == "addition" and ctx.sampling.n == 3
     assert ctx.sampling.max_new_tokens == ctx.task.max_completion_chars + 1
-    assert ctx.store.base_uri == str(home / "storage")
+    assert ctx.store.base_uri == str(home / "assets")
     assert ctx.mlflow_tracking_uri == f"sqlite:///{home / 'mlflow.db'}"
     assert ctx.annotator.source == "simulated"
     (home / "rs_pipeline.yaml").write_text(yaml.safe_dump({"generation": {"n": 5}}))
@@ -61,6 +61,7 @@ def test_a_bad_settings_file_names_the_file_and_every_problem(tmp_path, monkeypa
     with pytest.raises(InputError, match="annotator.path is required"):
         load_context(tmp_path)
     (tmp_path / "rs_pipeline.yaml").write_text(yaml.safe_dump({
-        "annotator": {"kind": "file", "path": str(labels)}, "storage": {"base_uri": "memory://rs"}}))
+        "annotator": {"kind": "file", "path": str(labels)}, "storage": {"base_uri": "memory://rs"},
+        "preference": {"seed_labels_path": str(labels)}}))
     ctx = load_context(tmp_path)
     assert ctx.annotator.source == "file" and not ctx.store.is_local

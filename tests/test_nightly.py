@@ -12,8 +12,8 @@ import pytest
 import yaml
 from dagster._core.test_utils import create_run_for_test
 
-from rs_pipeline.defs.nightly import blocking_reason, local_timezone, nightly_round
-from rs_pipeline.defs.resources import PipelineResource
+from rs_pipeline.defs.nightly import local_timezone, nightly_round
+from rs_pipeline.defs.rounds import Action, next_action
 from rs_pipeline.records import (
     GateDecision,
     PolicyEvaluation,
@@ -24,8 +24,7 @@ from rs_pipeline.storage import AssetStore
 
 
 def _evaluate(instance):
-    return nightly_round(dg.build_schedule_context(instance=instance,
-                                                   resources={"pipeline": PipelineResource()}))
+    return nightly_round(dg.build_schedule_context(instance=instance))
 
 
 def _refused(key: str) -> RoundEvaluation:
@@ -46,20 +45,32 @@ def test_schedule_adds_the_next_round_and_requests_it(tiny_home):
     assert nightly_round.execution_timezone == local_timezone()
 
 
-def test_schedule_skips_while_a_round_runs_and_behind_a_failed_round(tiny_home):
+def test_schedule_skips_a_busy_home_resumes_a_dead_round_and_goes_on_after_a_refusal(tiny_home):
+    from tests.test_home_lock import _hold
+
     instance = dg.DagsterInstance.get()
+    instance.add_dynamic_partitions("rounds", ["r0001"])
+    holder = _hold(tiny_home)  # another process is running a round on this home
+    try:
+        skip = _evaluate(instance)
+        assert isinstance(skip, dg.SkipReason) and f"pid {holder.pid}" in skip.skip_message
+    finally:
+        holder.kill()
+        holder.wait()
+    # a run left STARTED by a process that is gone: recovered, and its round resumed
     run = create_run_for_test(instance, job_name="round", status=dg.DagsterRunStatus.STARTED,
                               tags={"dagster/partition": "r0001"})
-    skip = _evaluate(instance)
-    assert isinstance(skip, dg.SkipReason) and "r0001 is still running" in skip.skip_message
-    instance.report_run_failed(instance.get_run_by_id(run.run_id))
-    skip = _evaluate(instance)
-    assert isinstance(skip, dg.SkipReason) and "r0001 ended FAILURE" in skip.skip_message
-    # a round the gate refused is not a failure: the next round may start
-    store = AssetStore(str(tiny_home / "storage"))
+    req = _evaluate(instance)
+    assert isinstance(req, dg.RunRequest) and req.partition_key == "r0001"
+    assert req.tags["rs_pipeline/resumes"] == "true"
+    dead = instance.get_run_by_id(run.run_id)
+    assert dead.status == dg.DagsterRunStatus.FAILURE and dead.tags["rs_pipeline/crashed"] == "true"
+    # a round the gate refused is finished: the next round may start
+    store = AssetStore(str(tiny_home / "assets"))
     store.write_record("round_eval", _refused("r0001"), "r0001")
-    assert blocking_reason(instance, store) is None
-    assert isinstance(_evaluate(instance), dg.RunRequest)
+    assert next_action(instance, store) == Action("new", "r0002")
+    req = _evaluate(instance)
+    assert isinstance(req, dg.RunRequest) and req.partition_key == "r0002"
 
 
 @pytest.mark.slow
@@ -92,7 +103,7 @@ def test_daemon_tick_launches_a_real_round(tiny_home):
         os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(timeout=30)
     assert run.tags["dagster/partition"] == "r0001"
-    store = AssetStore(str(tiny_home / "storage"))
+    store = AssetStore(str(tiny_home / "assets"))
     assert store.exists("round_eval", "r0001", "json")  # it ran to evaluation
     base = store.read_record("base_policy")
     assert store.read_record("sampling_policy", "r0001").checkpoint.id == base.id

@@ -9,37 +9,28 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from rs_pipeline.config import merge
 from rs_pipeline.defs.partitions import existing_rounds
 from rs_pipeline.defs.runner import run_bootstrap, run_round
 from rs_pipeline.history import round_row
 from rs_pipeline.ids import table_version
 from rs_pipeline.storage import AssetStore
-from tests.conftest import TINY, make_home
 
 ROUND_TABLES = ["round_prompts", "generations", "preference_labels", "scores", "sft_dataset",
                 "dpo_pairs"]
 
 
-# The gate's outcome is pinned, not left to float noise: any candidate passes (tolerance 1.0
-# on an accuracy, no hacking margin reachable), so both rounds are promoted on every machine.
-PROMOTE_ALL = merge(TINY, {"gate": {"tolerance": 1.0, "hacking_reward_margin": 1e9}})
-
-
 @pytest.fixture(scope="module")
-def two_rounds(tmp_path_factory):
-    """Bootstrap + two rounds once; the tests below read what they left."""
+def two_rounds(two_promoted_rounds):
+    """Bootstrap + two promoted rounds (built once per session); tests read what they left."""
+    home, results = two_promoted_rounds
     with pytest.MonkeyPatch.context() as mp:
-        home = make_home(tmp_path_factory.mktemp("two_rounds") / "home", mp, PROMOTE_ALL)
-        instance = dg.DagsterInstance.get()
-        assert run_bootstrap(instance).success
-        results = [run_round(instance) for _ in range(2)]
-        assert all(r.success for _, r in results)
-        yield home, instance, results
+        mp.setenv("DAGSTER_HOME", str(home))
+        mp.delenv("RS_PIPELINE_CONFIG", raising=False)
+        yield home, dg.DagsterInstance.get(), results
 
 
 def _store(home: Path) -> AssetStore:
-    return AssetStore(str(home / "storage"))
+    return AssetStore(str(home / "assets"))
 
 
 def _client(home: Path):
@@ -50,7 +41,7 @@ def test_two_rounds_write_files_rows_and_lineage(two_rounds):
     home, instance, results = two_rounds
     assert [k for k, _ in results] == ["r0001", "r0002"]
     assert existing_rounds(instance) == ["r0001", "r0002"]
-    storage = home / "storage"
+    storage = home / "assets"
     for key, _ in results:
         for name in ROUND_TABLES:
             assert (storage / name / f"{key}.parquet").exists(), (name, key)
@@ -104,8 +95,8 @@ def test_mlflow_holds_one_run_per_round_registered_models_and_champion(two_round
     versions = client.search_model_versions("name = 'rs-policy'")
     policy_tags = {v.tags["model_id"] for v in versions}
     for v in versions:  # a version is the checkpoint folder itself, not a second copy
-        assert v.source.startswith("file://") and str(home / "storage" / "checkpoints") in v.source
-    storage = home / "storage"
+        assert v.source.startswith("file://") and str(home / "assets" / "checkpoints") in v.source
+    storage = home / "assets"
     for key, _ in results:
         for name in ("generations", "scores", "sft_dataset"):
             ids = set(pq.read_table(storage / name / f"{key}.parquet").column("policy_id")
@@ -173,7 +164,7 @@ def test_lineage_agrees_with_rows_event_log_and_mlflow(two_rounds, monkeypatch, 
     from rs_pipeline.defs.resources import PipelineResource
 
     home, instance, results = two_rounds
-    storage = home / "storage"
+    storage = home / "assets"
     pipeline = PipelineResource()
     lin = Lineage(instance, pipeline.ctx.store, MlflowResource(pipeline=pipeline))
     client = _client(home)
@@ -272,5 +263,5 @@ def test_a_home_copied_elsewhere_answers_lineage_and_continues(two_rounds, tmp_p
     assert store.read_record("sampling_policy", key).checkpoint.id == \
         store.read_record("promotion", "r0002").checkpoint.id
     ckpt = store.read_record("policy_checkpoint", key)
-    assert (new / "storage" / ckpt.path / "model.safetensors").exists()
-    assert not (old / "storage" / "policy_checkpoint" / "r0003.json").exists()
+    assert (new / "assets" / ckpt.path / "model.safetensors").exists()
+    assert not (old / "assets" / "policy_checkpoint" / "r0003.json").exists()

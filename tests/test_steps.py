@@ -19,7 +19,8 @@ def steps(tiny_policy, tmp_path_factory):
                      home)
     out = {"ctx": ctx}
     out["pool"], out["held"], out["stats"] = bootstrap.prompt_sets(ctx)
-    out["base"], _, out["base_reused"] = bootstrap.base_policy(ctx, out["pool"])
+    out["base"], base_metrics = bootstrap.base_policy(ctx, out["pool"])
+    out["base_reused"] = bool(base_metrics["base/reused"])
     out["seed_table"], _ = bootstrap.seed_preferences(ctx, out["pool"])
     out["rm0"], out["rm0_metrics"] = judging.train_seed_preference(ctx, out["base"],
                                                                    out["seed_table"])
@@ -54,8 +55,8 @@ def test_prompt_sets_hold_out_eval_and_gate_and_rounds_draw_from_the_pool(steps)
 def test_base_policy_is_the_users_folder_copied_once_by_content(steps):
     base, ctx = steps["base"], steps["ctx"]
     assert base.source == ctx.settings.policy.base_path and base.round is None
-    again, _, reused = bootstrap.base_policy(ctx, steps["pool"])
-    assert reused and again == base and not steps["base_reused"]
+    again, metrics = bootstrap.base_policy(ctx, steps["pool"])
+    assert metrics["base/reused"] == 1 and again == base and not steps["base_reused"]
 
 
 def test_seed_pairs_and_round_pairs_share_one_held_out_rule_and_train_on_train(steps):

@@ -65,7 +65,7 @@ def test_prompt_file_errors_name_file_row_and_column(tmp_path):
     bad.write_text('{"prompt": "hello"}\n{"prompt": "  "}\n')
     with pytest.raises(InputError, match=r"bad.jsonl, row 1, column 'prompt'"):
         read_prompt_file(bad)
-    with pytest.raises(InputError, match="no column 'prompt'"):
+    with pytest.raises(InputError, match=r"lacks column\(s\) \['prompt'\] \(has \['text'\]\)"):
         (tmp_path / "q.jsonl").write_text('{"text": "x"}\n')
         read_prompt_file(tmp_path / "q.jsonl")
     with pytest.raises(InputError, match="unknown task"):

@@ -97,7 +97,7 @@ def test_materialize_a_round_asset_from_the_ui(tiny_home):
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=60)
     assert shot.stat().st_size > 20_000
-    assert (tiny_home / "storage" / "round_prompts" / "r0001.parquet").exists()
+    assert (tiny_home / "assets" / "round_prompts" / "r0001.parquet").exists()
     events = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("round_prompts"), asset_partitions=["r0001"]),
         limit=1).records

@@ -29,3 +29,8 @@ defs = dg.Definitions(assets=ALL_ASSETS, jobs=[bootstrap_job, round_job], schedu
 def job(name: str) -> dg.JobDefinition:
     """A job of ``defs`` with its resources bound (``bootstrap`` or ``round``)."""
     return defs.resolve_job_def(name)
+
+
+def round_job_def() -> dg.JobDefinition:
+    """The ``round`` job, reconstructable by import path (Dagster's re-execution needs it)."""
+    return job("round")

@@ -102,9 +102,33 @@ class MlflowResource(dg.ConfigurableResource):
             client.log_batch(self._runs["__history__"][0], metrics=batch)
         return run_id
 
+    def note(self, round_key: str, tags: dict[str, str | None], dagster_run_id: str | None) -> None:
+        """Record texts (tags) on the round's run, e.g. why a step skipped its work."""
+        run_id = self.round_run(round_key, dagster_run_id)
+        client = self.client()
+        for key, value in tags.items():
+            if value:
+                client.set_tag(run_id, key, value[:5000])
+
     def finish_round(self, round_key: str, dagster_run_id: str | None) -> None:
         """Mark the round's run finished (the round reached its outcome)."""
         self.client().set_terminated(self.round_run(round_key, dagster_run_id), "FINISHED")
+
+    def stop_running_rounds(self) -> list[str]:
+        """Mark round runs still RUNNING as KILLED (called when no round is alive on the home;
+        a resumed round finishes its run again). Returns the rounds marked."""
+        ctx = self.pipeline.ctx
+        local = ctx.mlflow_tracking_uri.startswith("sqlite:///")
+        if local and not (ctx.home / "mlflow.db").exists():
+            return []
+        client = self.client()
+        exp = client.get_experiment_by_name(ctx.mlflow_experiment)
+        if exp is None:
+            return []
+        runs = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+        for run in runs:
+            client.set_terminated(run.info.run_id, "KILLED")
+        return [run.data.tags.get("round", run.info.run_id) for run in runs]
 
     def run_url(self, run_id: str) -> str:
         exp_id = self.client().get_run(run_id).info.experiment_id
@@ -118,7 +142,7 @@ class MlflowResource(dg.ConfigurableResource):
         client = self.client()
         found = client.search_model_versions(f"name = '{name}' and tag.model_id = '{record.id}'")
         if found:
-            return found[0].version
+            return str(found[0].version)
         if not client.search_registered_models(f"name = '{name}'"):
             client.create_registered_model(name)
         tags = {"model_id": record.id, "round": round_key, "parent_id": record.parent_id}

@@ -1,8 +1,9 @@
 """Nightly rounds: a schedule (off by default) that adds the next round and launches it.
 
-It never starts a round while another is running, and never stacks a new round behind a round
-that *failed* (a round the gate refused is not a failure: the champion simply stays). Each skip
-says why. ``rs-pipeline round`` applies the same rule.
+It applies ``rounds.next_action``, the rule ``rs-pipeline demo``/``round`` follow: never start a
+round while another runs on the home, finish an interrupted round first, and never stack a new
+round behind a round that *failed* (a round the gate refused is not a failure). Each skip says
+why.
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ from pathlib import Path
 import dagster as dg
 
 from rs_pipeline.config import ScheduleConfig
+from rs_pipeline.context import RunContext
 from rs_pipeline.defs.jobs import round_job
-from rs_pipeline.defs.partitions import add_round, round_number
+from rs_pipeline.defs.mlflow_resource import MlflowResource
+from rs_pipeline.defs.partitions import add_round
+from rs_pipeline.defs.recovery import recover
 from rs_pipeline.defs.resources import PipelineResource
+from rs_pipeline.defs.rounds import next_action
 from rs_pipeline.errors import InputError
-from rs_pipeline.history import round_row
-from rs_pipeline.storage import AssetStore
-
-IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
-             dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
-             dg.DagsterRunStatus.CANCELING]
+from rs_pipeline.home_lock import busy, home_lock
 
 
 def local_timezone() -> str:
@@ -35,35 +35,22 @@ def local_timezone() -> str:
     return "UTC"
 
 
-def _round_of(run: dg.DagsterRun) -> str | None:
-    key = run.tags.get("dagster/partition") or run.tags.get("rs_pipeline/round")
-    try:
-        return key if key and round_number(key) else None
-    except ValueError:
-        return None
-
-
-def refused_by_gate(store: AssetStore, round_key: str) -> bool:
-    """The round's evaluation is on record and the gate refused its candidate."""
-    return round_row(store, round_key).state == "refused"
-
-
-def blocking_reason(instance: dg.DagsterInstance, store: AssetStore) -> str | None:
-    """Why a new round must not start now, or None."""
-    runs = [r for r in instance.get_runs(limit=50) if _round_of(r)]
-    active = [r for r in runs if r.status in IN_FLIGHT]
-    if active:
-        return f"round {_round_of(active[0])} is still running (run {active[0].run_id})"
-    finished = [r for r in runs if r.status in (dg.DagsterRunStatus.SUCCESS,
-                                                dg.DagsterRunStatus.FAILURE,
-                                                dg.DagsterRunStatus.CANCELED)]
-    if finished:
-        last = finished[0]  # newest first
-        key = _round_of(last)
-        if last.status != dg.DagsterRunStatus.SUCCESS and not refused_by_gate(store, key):
-            return (f"the last round {key} ended {last.status.value} (run {last.run_id}); "
-                    f"re-run or fix it before new rounds")
-    return None
+def tick(instance: dg.DagsterInstance, ctx: RunContext) -> dg.RunRequest | dg.SkipReason:
+    """The nightly decision: skip while a round runs on the home or a failed round waits for a
+    fix; finish an interrupted round; else add the next round and request it."""
+    holder = busy(ctx.home)
+    if holder:
+        return dg.SkipReason(holder)
+    with home_lock(ctx.home, "nightly tick"):
+        recover(instance, ctx, mlflow=MlflowResource(pipeline=PipelineResource()))
+        action = next_action(instance, ctx.store)
+        if action.kind == "blocked":
+            return dg.SkipReason(action.reason)
+        key = add_round(instance, action.key)
+    tags = {"rs_pipeline/round": key, "rs_pipeline/trigger": "nightly"}
+    if action.kind == "resume":
+        tags["rs_pipeline/resumes"] = "true"
+    return dg.RunRequest(partition_key=key, tags=tags)
 
 
 def _schedule_settings() -> ScheduleConfig:
@@ -84,10 +71,6 @@ _SETTINGS = _schedule_settings()
                     else dg.DefaultScheduleStatus.STOPPED),
     description="Adds the next round partition and runs it from the champion policy.",
 )
-def nightly_round(context: dg.ScheduleEvaluationContext, pipeline: PipelineResource):
-    reason = blocking_reason(context.instance, pipeline.ctx.store)
-    if reason:
-        return dg.SkipReason(reason)
-    key = add_round(context.instance)
-    return dg.RunRequest(run_key=key, partition_key=key,
-                         tags={"rs_pipeline/round": key, "rs_pipeline/trigger": "nightly"})
+def nightly_round(context: dg.ScheduleEvaluationContext):
+    # the resource's settings only: its run lifecycle (lock, preflight) belongs to runs
+    return tick(context.instance, PipelineResource().ctx)

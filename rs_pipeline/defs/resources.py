@@ -2,13 +2,32 @@
 
 Everything a run writes follows ``DAGSTER_HOME``: another home is another complete history.
 The IO manager and the MLflow resource reach settings and stores only through this resource.
+
+Every run, however launched (CLI, UI, schedule), holds the home's lock while it executes: a run
+that starts while another runs on the same home fails at once with a clear message. The run that
+takes the lock first repairs what dead runs left (``recovery``) and checks its inputs
+(``preflight``) before any step does model work.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import dagster as dg
 
 from rs_pipeline.context import RunContext, load_context
+from rs_pipeline.home_lock import holds_lock, home_lock
+
+_checked: set[int] = set()  # contexts already preflighted in this process
+
+
+def preflight_once(ctx: RunContext) -> None:
+    """``preflight.require`` once per context and process (the CLI checks before launching)."""
+    from rs_pipeline.preflight import require
+
+    if id(ctx) not in _checked:
+        require(ctx)
+        _checked.add(id(ctx))
 
 
 class PipelineResource(dg.ConfigurableResource):
@@ -20,3 +39,19 @@ class PipelineResource(dg.ConfigurableResource):
     def ctx(self) -> RunContext:
         """The run context for ``$DAGSTER_HOME``: built once per settings content, validated."""
         return load_context(config_file=self.config_file)
+
+    @contextlib.contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext):
+        from rs_pipeline.defs.mlflow_resource import MlflowResource
+        from rs_pipeline.defs.recovery import recover
+
+        ctx = self.ctx
+        run_id = context.run_id or ""
+        first = not holds_lock(ctx.home)
+        with home_lock(ctx.home, f"run {run_id}"):
+            if first and context.instance is not None:
+                mlflow = MlflowResource(pipeline=self)
+                for line in recover(context.instance, ctx, current_run_id=run_id, mlflow=mlflow):
+                    context.log.warning(line)
+            preflight_once(ctx)
+            yield self

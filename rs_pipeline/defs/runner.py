@@ -4,9 +4,11 @@ schedule use; the runs land in the instance's history, so the UI shows them."""
 from __future__ import annotations
 
 import dagster as dg
+from dagster._core.storage.tags import TAGS_TO_MAYBE_OMIT_ON_RETRY
 
-from rs_pipeline.defs import job
+from rs_pipeline.defs import job, round_job_def
 from rs_pipeline.defs.partitions import add_round
+from rs_pipeline.defs.recovery import CRASHED_TAG
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -31,12 +33,32 @@ def run_round(instance: dg.DagsterInstance, key: str | None = None,
     return key, result
 
 
-def failure_messages(result) -> list[str]:
-    """One line per failed step: the step and its error's own message (no traceback)."""
-    out = []
-    for event in result.get_step_failure_events():
-        error = event.step_failure_data.error
-        while error.cause is not None and "InputError" not in error.cls_name:
-            error = error.cause
-        out.append(f"{event.step_key}: {error.message.strip()}")
-    return out
+def reexecute_round(instance: dg.DagsterInstance, run: dg.DagsterRun,
+                    quiet: bool = True) -> dg.ExecutionResult:
+    """Dagster's re-execution from failure of a round's failed (or crashed) run: the steps
+    that succeeded are kept, the failed and not-yet-run ones execute."""
+    omit = {*TAGS_TO_MAYBE_OMIT_ON_RETRY, CRASHED_TAG}
+    tags = {k: v for k, v in run.tags.items() if k not in omit}
+    return dg.execute_job(dg.reconstructable(round_job_def), instance=instance, tags=tags,
+                          run_config=QUIET if quiet else None,
+                          reexecution_options=dg.ReexecutionOptions.from_failure(
+                              run.run_id, instance))
+
+
+def continue_round(instance: dg.DagsterInstance, key: str, quiet: bool = True):
+    """Finish an interrupted round: re-execute its last run from where it stopped, or run it
+    afresh if it never ran (completed steps are reused either way)."""
+    from rs_pipeline.defs.rounds import latest_run
+
+    run = latest_run(instance, key)
+    if run is not None and run.status in (dg.DagsterRunStatus.FAILURE,
+                                          dg.DagsterRunStatus.CANCELED):
+        return reexecute_round(instance, run, quiet)
+    return run_round(instance, key, quiet)[1]
+
+
+def failure_messages(instance: dg.DagsterInstance, result) -> list[str]:
+    """One line per error of a run: the step (or "run") and the error's own message."""
+    from rs_pipeline.defs.rounds import errors
+
+    return [f"{step or 'run'}: {message}" for step, message in errors(instance, result.run_id)]

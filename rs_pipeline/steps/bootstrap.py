@@ -11,9 +11,10 @@ from rs_pipeline.context import RunContext
 from rs_pipeline.errors import InputError
 from rs_pipeline.ids import config_hash, normalize_prompt, prompt_id, table_version
 from rs_pipeline.modeling import load_policy
-from rs_pipeline.pairs import seed_heldout_split
+from rs_pipeline.pairs import heldout_split
 from rs_pipeline.pretrain import pretrain_base_policy
 from rs_pipeline.records import PolicyCheckpoint
+from rs_pipeline.resume import Resume
 from rs_pipeline.schemas import make_table
 
 
@@ -51,9 +52,10 @@ def prompt_sets(ctx: RunContext) -> tuple[pa.Table, pa.Table, dict]:
     return build_prompt_sets(ctx.task.prompts(), t.eval_size, t.gate_size, ctx.settings.seed)
 
 
-def base_policy(ctx: RunContext, pool: pa.Table) -> tuple[PolicyCheckpoint, dict, bool]:
+def base_policy(ctx: RunContext, pool: pa.Table,
+                resume: Resume | None = None) -> tuple[PolicyCheckpoint, dict]:
     """Your own checkpoint folder, or the demo's tiny GPT-2 pretrained on the task's bugged
-    data. Cached by config: the same config does no new work. Returns (record, metrics, reused)."""
+    data. Cached by config: the same config does no new work (``base/reused`` = 1)."""
     cfg = ctx.settings
     key = config_hash([cfg.task.name, cfg.seed, cfg.section_dict("policy"), table_version(pool)])
     record = ctx.checkpoints.cached("policies", key, PolicyCheckpoint)
@@ -64,13 +66,14 @@ def base_policy(ctx: RunContext, pool: pa.Table) -> tuple[PolicyCheckpoint, dict
             loss = None
         else:
             model, tok, metrics = pretrain_base_policy(
-                ctx.task, pool.column("prompt").to_pylist(), cfg.policy, cfg.seed)
+                ctx.task, pool.column("prompt").to_pylist(), cfg.policy, cfg.seed,
+                **(resume.checkpointing() if resume else {}))
             loss = metrics["train_loss"]
         model_id, path = ctx.checkpoints.save(model, tok, "policies", "pol")
         record = PolicyCheckpoint(id=model_id, path=path, source=cfg.policy.base_path or
                                   "demo-pretraining", train_loss=loss)
         ctx.checkpoints.remember("policies", key, record)
-    return record, {"base/pretrain_loss": record.train_loss}, reused
+    return record, {"base/pretrain_loss": record.train_loss, "base/reused": int(reused)}
 
 
 def seed_preferences(ctx: RunContext, pool: pa.Table) -> tuple[pa.Table, dict]:
@@ -78,9 +81,11 @@ def seed_preferences(ctx: RunContext, pool: pa.Table) -> tuple[pa.Table, dict]:
     (right answer, systematic bug, random corruption) labelled by the annotator. A seeded share
     is marked ``heldout`` by the same rule as every round's pairs."""
     cfg, pc = ctx.settings, ctx.settings.preference
+    stats: dict = {}
     if pc.seed_labels_path:
-        rows = FileAnnotator(pc.seed_labels_path).all_pairs()
-        source = "file"
+        annotator = FileAnnotator(pc.seed_labels_path, cfg.inputs.quarantine)
+        rows, source = annotator.all_pairs(), "file"
+        stats = {f"quarantined_{k}": v for k, v in annotator.quarantined.items()}
     else:
         triples = ctx.task.seed_pairs(pool.column("prompt").to_pylist(), pc.seed_pairs, cfg.seed)
         labels = ctx.annotator.label(triples, salt="seed")
@@ -90,5 +95,5 @@ def seed_preferences(ctx: RunContext, pool: pa.Table) -> tuple[pa.Table, dict]:
         "prompt_id": [prompt_id(r[0]) for r in rows], "prompt": [r[0] for r in rows],
         "completion_a": [r[1] for r in rows], "completion_b": [r[2] for r in rows],
         "hp": [r[3] for r in rows], "annotator": [source] * len(rows),
-        "split": seed_heldout_split(len(rows), pc.heldout_fraction, cfg.seed)})
-    return table, {"pairs": table.num_rows}
+        "split": heldout_split(len(rows), pc.heldout_fraction, cfg.seed, "seed")})
+    return table, {"pairs": table.num_rows, **stats}

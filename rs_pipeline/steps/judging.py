@@ -3,6 +3,7 @@ of the preference model, and scoring every generation."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import pandas as pd
@@ -10,7 +11,7 @@ import pyarrow as pa
 
 from rs_pipeline.annotation import SimulatedAnnotator
 from rs_pipeline.context import RunContext
-from rs_pipeline.ids import config_hash, round_pair_seed, seeded_rng, table_version
+from rs_pipeline.ids import config_hash, derive_seed, seeded_rng, table_version
 from rs_pipeline.modeling import load_preference, preference_from_policy
 from rs_pipeline.pairs import (
     LabelledPair,
@@ -20,12 +21,13 @@ from rs_pipeline.pairs import (
 )
 from rs_pipeline.preference import pair_accuracy, score, train_preference
 from rs_pipeline.records import PolicyCheckpoint, PreferenceCheckpoint
+from rs_pipeline.resume import Resume, lazy
 from rs_pipeline.schemas import make_table
 from rs_pipeline.selection import selection_scores
 
 
-def train_seed_preference(ctx: RunContext, base: PolicyCheckpoint,
-                          seed_table: pa.Table) -> tuple[PreferenceCheckpoint, dict]:
+def train_seed_preference(ctx: RunContext, base: PolicyCheckpoint, seed_table: pa.Table,
+                          resume: Resume | None = None) -> tuple[PreferenceCheckpoint, dict]:
     """The first reward model: the policy's body (or your own sequence classifier) plus a
     one-output head, BT on the seed pairs' ``train`` split. Cached by config."""
     cfg, pc = ctx.settings, ctx.settings.preference
@@ -37,7 +39,7 @@ def train_seed_preference(ctx: RunContext, base: PolicyCheckpoint,
                       preference_from_policy(ctx.checkpoints.local_dir(base.path), cfg.seed))
         metrics = train_preference(model, tok, train, epochs=pc.seed_epochs,
                                    lr=pc.seed_learning_rate, batch_size=pc.batch_size,
-                                   seed=cfg.seed)
+                                   seed=cfg.seed, **(resume.checkpointing() if resume else {}))
         model_id, path = ctx.checkpoints.save(model, tok, "preference", "rm")
         record = PreferenceCheckpoint(
             id=model_id, path=path, policy_init_id=base.id,
@@ -59,7 +61,7 @@ def label_round_pairs(generations: pa.Table, annotator, n_pairs: int, heldout_fr
     """
     g = generations.to_pydict()
     picks = distinct_pairs(g["prompt_id"], g["completion"], n_pairs,
-                           seed=round_pair_seed(seed, round_key), scores=scores)
+                           seed=derive_seed(seed, round_key, "pairs"), scores=scores)
     triples = [(g["prompt"][a], g["completion"][a], g["completion"][b]) for a, b in picks]
     labels = annotator.label(triples, salt=round_key)
     keep = [(ab, t, hp) for ab, t, hp in zip(picks, triples, labels) if hp is not None]
@@ -99,19 +101,25 @@ def _verifier_pairs(task, pairs: Sequence[LabelledPair]) -> list[LabelledPair]:
 
 
 def refresh_preference(ctx: RunContext, labels: pa.Table, previous: PreferenceCheckpoint,
-                       earlier_labels: Sequence[pa.Table],
-                       round_key: str) -> tuple[PreferenceCheckpoint, dict]:
+                       earlier_labels: Sequence[pa.Table], round_key: str,
+                       resume: Resume | None = None) -> tuple[PreferenceCheckpoint, dict]:
     """The previous preference model fine-tuned on this round's ``train`` pairs plus a seeded
     replay of earlier rounds' ``train`` pairs; pair accuracy on the ``heldout`` pairs (and, where
     the task has a verifier, against the verifier's own labels)."""
     cfg, pc = ctx.settings, ctx.settings.preference
     train, held = split_pairs(labels)
+    if not train:
+        reason = (f"no labelled pairs of round {round_key}'s samples to learn from (the "
+                  f"{ctx.annotator.source} annotator labelled {labels.num_rows}): the previous "
+                  "preference model is kept")
+        return dataclasses.replace(previous, skipped_reason=reason), {"pref/refresh_skipped": 1}
     replay = [p for t in earlier_labels for p in split_pairs(t)[0]]
     replay = seeded_rng(cfg.seed, round_key, "replay").sample(replay, min(len(replay),
                                                                           pc.replay_pairs))
     model, tok = ctx.load_preference(previous)
     metrics = train_preference(model, tok, train + replay, epochs=pc.epochs, lr=pc.learning_rate,
-                               batch_size=pc.batch_size, seed=cfg.seed)
+                               batch_size=pc.batch_size, seed=cfg.seed,
+                               **(resume.checkpointing() if resume else {}))
     acc = pair_accuracy(model, tok, held)
     acc_true = (pair_accuracy(model, tok, _verifier_pairs(ctx.task, held))
                 if ctx.task.has_verifier else None)
@@ -122,26 +130,40 @@ def refresh_preference(ctx: RunContext, labels: pa.Table, previous: PreferenceCh
         train_loss=metrics["train_loss"], pair_acc=acc, pair_acc_verifier=acc_true)
     return record, {"pref/pair_acc": acc, "pref/pair_acc_verifier": acc_true,
                     "pref/train_loss": metrics["train_loss"], "pref/train_pairs": len(train),
-                    "pref/replay_pairs": len(replay)}
+                    "pref/replay_pairs": len(replay), "pref/refresh_skipped": 0}
 
 
-def score_generations(ctx: RunContext, generations: pa.Table,
-                      reward_model: PreferenceCheckpoint) -> tuple[pa.Table, dict]:
+def score_generations(ctx: RunContext, generations: pa.Table, reward_model: PreferenceCheckpoint,
+                      resume: Resume | None = None) -> tuple[pa.Table, dict]:
     """Every generation's reward under this round's preference model, its verifier score (if the
-    task has one) and the score selection ranks by."""
+    task has one) and the score selection ranks by (in shards of prompts with ``resume``)."""
     sel, task = ctx.settings.selection, ctx.task
-    model, tok = ctx.load_preference(reward_model)
-    g = generations.to_pydict()
-    rewards = score(model, tok, g["prompt"], g["completion"])
-    verifier = ([task.verify(p, c) for p, c in zip(g["prompt"], g["completion"])]
-                if task.has_verifier else [None] * len(rewards))
-    ranked = selection_scores(pd.Series(rewards), pd.Series(verifier, dtype="float64"),
-                              sel.selector, sel.mix_weight)
-    keep = ("generation_id", "round", "prompt_id", "prompt", "sample_index", "completion",
-            "policy_id")
-    table = make_table("scores", {**{k: g[k] for k in keep},
-                                  "reward_model_id": [reward_model.id] * len(rewards),
-                                  "reward": rewards, "verifier_score": verifier,
-                                  "selection_score": ranked.tolist()})
+    model = lazy(lambda: ctx.load_preference(reward_model))
+    starts = prompt_starts(generations.column("prompt_id").to_pylist())
+
+    def compute(first: int, last: int) -> pa.Table:
+        rows = generations.slice(starts[first], starts[last] - starts[first]).to_pydict()
+        rewards = score(*model(), rows["prompt"], rows["completion"]) if rows["prompt"] else []
+        verifier = ([task.verify(p, c) for p, c in zip(rows["prompt"], rows["completion"])]
+                    if task.has_verifier else [None] * len(rewards))
+        ranked = selection_scores(pd.Series(rewards, dtype="float64"),
+                                  pd.Series(verifier, dtype="float64"), sel.selector,
+                                  sel.mix_weight)
+        keep = ("generation_id", "round", "prompt_id", "prompt", "sample_index", "completion",
+                "policy_id")
+        return make_table("scores", {**{k: rows[k] for k in keep},
+                                     "reward_model_id": [reward_model.id] * len(rewards),
+                                     "reward": rewards, "verifier_score": verifier,
+                                     "selection_score": ranked.tolist()})
+
+    n_prompts = len(starts) - 1
+    table = resume.sharded(n_prompts, compute) if resume else compute(0, n_prompts)
+    rewards = table.column("reward").to_pylist()
     return table, {"score/mean_reward": sum(rewards) / max(1, len(rewards))}
+
+
+def prompt_starts(prompt_ids: Sequence[str]) -> list[int]:
+    """Row offsets where each prompt's (contiguous) rows begin, plus the end offset."""
+    starts = [i for i, p in enumerate(prompt_ids) if i == 0 or p != prompt_ids[i - 1]]
+    return [*starts, len(prompt_ids)]
 

@@ -8,6 +8,7 @@ from rs_pipeline.context import RunContext
 from rs_pipeline.generation import sample_prompts
 from rs_pipeline.ids import config_hash, sample_seed, seeded_rng
 from rs_pipeline.records import PolicyCheckpoint
+from rs_pipeline.resume import Resume, lazy
 from rs_pipeline.schemas import make_table
 
 
@@ -22,28 +23,42 @@ def round_prompts(ctx: RunContext, pool: pa.Table, round_key: str) -> pa.Table:
                                         "prompt": sub.column("prompt").to_pylist()})
 
 
-def generations(ctx: RunContext, prompts: pa.Table, policy: PolicyCheckpoint,
-                round_key: str) -> tuple[pa.Table, dict]:
+def generations(ctx: RunContext, prompts: pa.Table, policy: PolicyCheckpoint, round_key: str,
+                resume: Resume | None = None) -> tuple[pa.Table, dict]:
     """N samples per prompt from ``policy`` with per-sample seeds; every row carries its
-    lineage (round, prompt, policy, sampling parameters, seed)."""
+    lineage (round, prompt, policy, sampling parameters, seed). With ``resume``, rows are
+    committed in shards of prompts and a re-run samples only the shards not yet on disk."""
     params, seed = ctx.sampling, ctx.settings.seed
-    model, tok = ctx.load_policy(policy)
+    model = lazy(lambda: ctx.load_policy(policy))
     pids, texts = prompts.column("prompt_id").to_pylist(), prompts.column("prompt").to_pylist()
-    out = sample_prompts(model, tok, texts, params,
-                         lambda p, s: sample_seed(seed, round_key, pids[p], s),
-                         ctx.settings.generation.batch_prompts)
-    rows = len(out["completion"])
-    row_pid = [pids[i] for i in out["prompt_index"]]
-    table = make_table("generations", {
-        "generation_id": [f"g-{config_hash([policy.id, p, s])[:12]}"
-                          for p, s in zip(row_pid, out["seed"])],
-        "round": [round_key] * rows, "prompt_id": row_pid,
-        "prompt": [texts[i] for i in out["prompt_index"]],
-        "sample_index": out["sample_index"], "completion": out["completion"],
-        "num_tokens": out["num_tokens"], "finished": out["finished"], "seed": out["seed"],
-        "policy_id": [policy.id] * rows, "temperature": [params.temperature] * rows,
-        "top_k": [params.top_k] * rows, "top_p": [params.top_p] * rows,
-        "max_new_tokens": [params.max_new_tokens] * rows,
-    })
-    return table, {"gen/tokens_per_s": out["tokens_per_s"], "gen/seconds": out["seconds"],
-                   "gen/rows": rows}
+    timing = {"tokens": 0, "seconds": 0.0}
+
+    def compute(start: int, stop: int) -> pa.Table:
+        chunk = texts[start:stop]
+        out = (sample_prompts(*model(), chunk, params,
+                              lambda p, s: sample_seed(seed, round_key, pids[start + p], s),
+                              ctx.settings.generation.batch_prompts) if chunk else _NO_ROWS)
+        timing["tokens"] += sum(out["num_tokens"]) + sum(out["finished"])
+        timing["seconds"] += out["seconds"]
+        rows = len(out["completion"])
+        row_pid = [pids[start + i] for i in out["prompt_index"]]
+        return make_table("generations", {
+            "generation_id": [f"g-{config_hash([policy.id, p, s])[:12]}"
+                              for p, s in zip(row_pid, out["seed"])],
+            "round": [round_key] * rows, "prompt_id": row_pid,
+            "prompt": [chunk[i] for i in out["prompt_index"]],
+            "sample_index": out["sample_index"], "completion": out["completion"],
+            "num_tokens": out["num_tokens"], "finished": out["finished"], "seed": out["seed"],
+            "policy_id": [policy.id] * rows, "temperature": [params.temperature] * rows,
+            "top_k": [params.top_k] * rows, "top_p": [params.top_p] * rows,
+            "max_new_tokens": [params.max_new_tokens] * rows,
+        })
+
+    table = resume.sharded(len(texts), compute) if resume else compute(0, len(texts))
+    seconds = timing["seconds"]
+    return table, {"gen/tokens_per_s": timing["tokens"] / seconds if seconds else None,
+                   "gen/seconds": seconds, "gen/rows": table.num_rows}
+
+
+_NO_ROWS = {k: [] for k in ("prompt_index", "sample_index", "completion", "num_tokens",
+                            "finished", "seed")} | {"seconds": 0.0}

@@ -7,18 +7,19 @@ import pyarrow as pa
 from rs_pipeline.context import RunContext
 from rs_pipeline.ids import table_version
 from rs_pipeline.records import PolicyCheckpoint
+from rs_pipeline.resume import Resume
 from rs_pipeline.training import train_on_completions
 
 
 def train_candidate(ctx: RunContext, sft: pa.Table, champion: PolicyCheckpoint,
-                    round_key: str) -> tuple[PolicyCheckpoint, dict]:
+                    round_key: str, resume: Resume | None = None) -> tuple[PolicyCheckpoint, dict]:
     """SFT from the champion (loss on completion tokens only, budget in epochs)."""
     cfg = ctx.settings
     model, tok = ctx.load_policy(champion)
     metrics = train_on_completions(
         model, tok, sft.column("prompt").to_pylist(), sft.column("completion").to_pylist(),
         lr=cfg.sft.learning_rate, batch_size=cfg.sft.batch_size, seed=cfg.seed,
-        epochs=cfg.sft.epochs)
+        epochs=cfg.sft.epochs, **(resume.checkpointing() if resume else {}))
     model_id, path = ctx.checkpoints.save(model, tok, "policies", "pol")
     record = PolicyCheckpoint(id=model_id, path=path, round=round_key, parent_id=champion.id,
                               sft_dataset_version=table_version(sft), sft_rows=sft.num_rows,

@@ -7,6 +7,7 @@ import pyarrow as pa
 from rs_pipeline.defs.metadata import output
 from rs_pipeline.defs.mlflow_resource import MlflowResource
 from rs_pipeline.defs.resources import PipelineResource
+from rs_pipeline.defs.reuse import run_step
 from rs_pipeline.records import PolicyCheckpoint, PreferenceCheckpoint
 from rs_pipeline.steps import bootstrap, judging
 
@@ -31,11 +32,14 @@ def base_policy(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                 mlflow: MlflowResource, prompt_pool: pa.Table) -> dg.Output[PolicyCheckpoint]:
     """The round-0 policy: your own checkpoint folder, or the demo's tiny GPT-2 pretrained on
     the task's bugged data. The same config does no new work."""
-    record, metrics, reused = bootstrap.base_policy(pipeline.ctx, prompt_pool)
+    record, metrics, reused = run_step(
+        context, pipeline, "base_policy", {"prompt_pool": prompt_pool},
+        lambda r: bootstrap.base_policy(pipeline.ctx, prompt_pool, r))
     record = mlflow.registered(BOOTSTRAP, record, context.run_id)
     if mlflow.champion() is None:
         mlflow.set_champion(record.mlflow_version)
-    return output(context, mlflow, record, metrics, policy_id=record.id, reused=reused,
+    return output(context, mlflow, record, metrics, policy_id=record.id,
+                  reused=reused or bool(metrics.get("base/reused")),
                   **{"rs-policy version": record.mlflow_version})
 
 
@@ -53,6 +57,11 @@ def seed_preference_model(context: dg.AssetExecutionContext, pipeline: PipelineR
                           mlflow: MlflowResource, base_policy: PolicyCheckpoint,
                           seed_preferences: pa.Table) -> dg.Output[PreferenceCheckpoint]:
     """The first reward model: the policy's body plus a one-output head, BT on seed pairs."""
-    record, metrics = judging.train_seed_preference(pipeline.ctx, base_policy, seed_preferences)
+    record, metrics, reused = run_step(
+        context, pipeline, "seed_preference_model",
+        {"base_policy": base_policy, "seed_preferences": seed_preferences},
+        lambda r: judging.train_seed_preference(pipeline.ctx, base_policy, seed_preferences, r))
     record = mlflow.registered(BOOTSTRAP, record, context.run_id)
-    return output(context, mlflow, record, metrics, reward_model_id=record.id)
+    output_ = output(context, mlflow, record, metrics, reward_model_id=record.id, reused=reused)
+    mlflow.finish_round(BOOTSTRAP, context.run_id)
+    return output_

@@ -7,7 +7,9 @@ from rs_pipeline.defs.metadata import numeric, output, picture
 from rs_pipeline.defs.mlflow_resource import MlflowResource
 from rs_pipeline.defs.partitions import ROUNDS
 from rs_pipeline.defs.resources import PipelineResource
+from rs_pipeline.defs.reuse import run_step
 from rs_pipeline.history import history_frame, read_history
+from rs_pipeline.ids import round_number
 from rs_pipeline.records import (
     ChampionChoice,
     PolicyCheckpoint,
@@ -38,12 +40,17 @@ def round_eval(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                sampling_policy: ChampionChoice, preference_model: PreferenceCheckpoint,
                eval_prompts: pa.Table):
     """Candidate vs champion on held-out prompts; the gate's decision is recorded either way."""
-    ctx, key = pipeline.ctx, context.partition_key
-    ev, metrics = evaluation.evaluate_round(ctx, policy_checkpoint, sampling_policy.checkpoint,
-                                            preference_model, eval_prompts, key)
+    ctx, key, champion = pipeline.ctx, context.partition_key, sampling_policy.checkpoint
+    ev, metrics, reused = run_step(
+        context, pipeline, "round_eval",
+        {"candidate": policy_checkpoint, "champion": champion, "reward_model": preference_model,
+         "eval_prompts": eval_prompts},
+        lambda r: evaluation.evaluate_round(ctx, policy_checkpoint, champion, preference_model,
+                                            eval_prompts, key))
     d = ev.decision
     history = history_frame(read_history(ctx.store, current=ev))
     yield output(context, mlflow, ev, metrics, decision=d.reason, policy_id=ev.candidate_id,
+                 reused=reused,
                  accuracy_per_round=picture(accuracy_figure(history), "accuracy per round"))
     mlflow.finish_round(key, context.run_id)
     yield dg.AssetCheckResult(
@@ -65,8 +72,13 @@ def promotion(context: dg.AssetExecutionContext, mlflow: MlflowResource,
               policy_checkpoint: PolicyCheckpoint) -> dg.Output[Promotion]:
     """The candidate becomes the champion (runs only when the blocking gate checks pass); the
     next round samples from it. MLflow alias ``rs-policy@champion`` follows."""
+    key = context.partition_key
     record = evaluation.promote(round_eval, policy_checkpoint)
-    mlflow.set_champion(policy_checkpoint.mlflow_version)
+    promoted = {*context.instance.get_materialized_partitions(dg.AssetKey("promotion")), key}
+    latest = max(promoted, key=round_number)
+    if latest == key:  # the champion is the latest promotion by round order, never an older one
+        mlflow.set_champion(policy_checkpoint.mlflow_version)
     return dg.Output(record, data_version=dg.DataVersion(policy_checkpoint.id), metadata={
         "policy_id": policy_checkpoint.id, "reason": record.reason,
-        "rs-policy version": policy_checkpoint.mlflow_version})
+        "rs-policy version": policy_checkpoint.mlflow_version,
+        "champion": "this candidate" if latest == key else f"stays with round {latest}"})

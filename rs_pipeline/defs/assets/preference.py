@@ -8,6 +8,7 @@ from rs_pipeline.defs.metadata import output, picture
 from rs_pipeline.defs.mlflow_resource import MlflowResource
 from rs_pipeline.defs.partitions import ROUNDS
 from rs_pipeline.defs.resources import PipelineResource
+from rs_pipeline.defs.reuse import run_step
 from rs_pipeline.records import PreferenceCheckpoint
 from rs_pipeline.report import reward_figure
 from rs_pipeline.steps import judging
@@ -24,8 +25,10 @@ def preference_labels(context: dg.AssetExecutionContext, pipeline: PipelineResou
     another completion: labels go where selection will look)."""
     ctx, key = pipeline.ctx, context.partition_key
     previous = preference_before(context.instance, ctx.store, key)
-    table, stats = judging.label_pairs(ctx, generations, previous, key)
-    return output(context, None, table, **stats)
+    table, stats, reused = run_step(
+        context, pipeline, "preference_labels", {"generations": generations, "previous": previous},
+        lambda r: judging.label_pairs(ctx, generations, previous, key))
+    return output(context, None, table, reused=reused, **stats)
 
 
 @dg.asset(partitions_def=ROUNDS, group_name=ROUND, pool="model_work",
@@ -36,11 +39,16 @@ def preference_model(context: dg.AssetExecutionContext, pipeline: PipelineResour
     """The previous preference model fine-tuned on this round's pairs plus replayed earlier pairs."""
     ctx, key = pipeline.ctx, context.partition_key
     previous = preference_before(context.instance, ctx.store, key)
-    record, metrics = judging.refresh_preference(
-        ctx, preference_labels, previous, earlier_labels(context.instance, ctx.store, key), key)
+    earlier = earlier_labels(context.instance, ctx.store, key)
+    record, metrics, reused = run_step(
+        context, pipeline, "preference_model",
+        {"labels": preference_labels, "previous": previous, "earlier": earlier},
+        lambda r: judging.refresh_preference(ctx, preference_labels, previous, earlier, key, r))
     record = mlflow.registered(key, record, context.run_id)
+    mlflow.note(key, {"pref/refresh_skipped": record.skipped_reason}, context.run_id)
     return output(context, mlflow, record, metrics, reward_model_id=record.id,
-                  parent_reward_model_id=previous.id)
+                  parent_reward_model_id=previous.id, reused=reused,
+                  refresh_skipped=record.skipped_reason)
 
 
 @dg.asset(partitions_def=ROUNDS, group_name=ROUND, pool="model_work")
@@ -48,10 +56,12 @@ def scores(context: dg.AssetExecutionContext, pipeline: PipelineResource,
            mlflow: MlflowResource, generations: pa.Table,
            preference_model: PreferenceCheckpoint) -> dg.Output[pa.Table]:
     """Every generation's reward under this round's preference model, and its selection score."""
-    table, metrics = judging.score_generations(pipeline.ctx, generations, preference_model)
+    table, metrics, reused = run_step(
+        context, pipeline, "scores", {"generations": generations, "reward_model": preference_model},
+        lambda r: judging.score_generations(pipeline.ctx, generations, preference_model, r))
     rewards, verdicts = (table.column(c).to_pylist() for c in ("reward", "verifier_score"))
     groups = ({"all": rewards} if None in verdicts else
               {"verifier: right": [r for r, v in zip(rewards, verdicts) if v > 0],
                "verifier: wrong": [r for r, v in zip(rewards, verdicts) if v <= 0]})
-    return output(context, mlflow, table, metrics,
+    return output(context, mlflow, table, metrics, reused=reused,
                   reward_distribution=picture(reward_figure(groups), "rewards"))

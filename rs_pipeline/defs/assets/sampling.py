@@ -8,6 +8,7 @@ from rs_pipeline.defs.metadata import output
 from rs_pipeline.defs.mlflow_resource import MlflowResource
 from rs_pipeline.defs.partitions import ROUNDS
 from rs_pipeline.defs.resources import PipelineResource
+from rs_pipeline.defs.reuse import run_step
 from rs_pipeline.records import ChampionChoice
 from rs_pipeline.steps import sampling
 
@@ -38,6 +39,8 @@ def generations(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                 mlflow: MlflowResource, round_prompts: pa.Table,
                 sampling_policy: ChampionChoice) -> dg.Output[pa.Table]:
     """N samples per prompt from the sampling policy (prefill once, KV cache expanded N times)."""
-    table, metrics = sampling.generations(pipeline.ctx, round_prompts, sampling_policy.checkpoint,
-                                          context.partition_key)
-    return output(context, mlflow, table, metrics)
+    policy, key = sampling_policy.checkpoint, context.partition_key
+    table, metrics, reused = run_step(
+        context, pipeline, "generations", {"prompts": round_prompts, "policy": policy},
+        lambda r: sampling.generations(pipeline.ctx, round_prompts, policy, key, r))
+    return output(context, mlflow, table, metrics, reused=reused)

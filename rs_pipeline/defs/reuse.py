@@ -1,0 +1,31 @@
+"""Running a step at most once per (code, settings, inputs): an asset whose work is already on
+record returns it without model work, unless the run is tagged ``rs_pipeline/force=true``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+
+from rs_pipeline.defs.resources import PipelineResource
+from rs_pipeline.resume import Resume
+
+FORCE_TAG = "rs_pipeline/force"
+
+
+def run_step(context: dg.AssetExecutionContext, pipeline: PipelineResource, asset: str,
+             inputs: dict[str, Any],
+             compute: Callable[[Resume], tuple[Any, dict]]) -> tuple[Any, dict, bool]:
+    """``compute(resume)`` unless this exact work is on record; returns (value, metrics,
+    reused). Shards of an interrupted attempt are picked up by ``compute``."""
+    partition = context.partition_key if context.has_partition_key else None
+    resume = pipeline.ctx.resume(asset, partition, inputs)
+    if context.run.tags.get(FORCE_TAG) != "true":
+        stored = resume.reusable()
+        if stored is not None:
+            return stored, {}, True
+    value, metrics = compute(resume)
+    resume.record(value)
+    resume.clear_shards()
+    return value, metrics, False

@@ -1,0 +1,111 @@
+"""Preflight: everything a run will need, checked before any model work.
+
+The settings (already typed and range-checked when the context loads), storage that must be
+writable, every input file row by row, the model folders that must load, and every prompt
+against the policy (fits its context with room for the completion, uses only symbols its
+tokenizer can encode) and against the preference model's context. All problems are returned at
+once, one line each, naming the file, row and column or the setting.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from rs_pipeline.context import RunContext
+from rs_pipeline.errors import InputError
+from rs_pipeline.inputs import FileCheck, check_judgements_file, check_prompts_file
+from rs_pipeline.modeling import build_char_tokenizer, load_tokenizer
+
+
+def preflight(ctx: RunContext) -> list[str]:
+    s = ctx.settings
+    problems = _storage(ctx)
+    q = s.inputs.quarantine
+    prompts_check: FileCheck | None = None
+    if s.task.name == "prompts_file" and s.task.prompts_path:
+        prompts_check = check_prompts_file(s.task.prompts_path, q)
+        problems += prompts_check.summary()
+    for path in {p for p in (s.annotator.path if s.annotator.kind == "file" else None,
+                             s.preference.seed_labels_path) if p}:
+        problems += check_judgements_file(path, q).summary()
+    policy = _model(s.policy.base_path, "policy.base_path", problems)
+    reward = _model(s.preference.base_path, "preference.base_path", problems)
+    if prompts_check is not None:  # the rows that could be read are checked further
+        rows = [(r["row"], r["prompt"]) for r in prompts_check.rows]
+        where = f"prompts file {s.task.prompts_path}"
+    else:
+        rows, where = list(enumerate(ctx.task.prompts())), f"task {ctx.task.name!r} prompt"
+    new = ctx.sampling.max_new_tokens
+    if policy is None and not s.policy.base_path:  # the demo model, built from the task
+        policy = (build_char_tokenizer(ctx.task.alphabet), s.policy.n_positions)
+        _symbols(rows, set(ctx.task.alphabet), where, problems)
+    if policy is not None:
+        _lengths(rows, *policy, new, "policy", where, problems)
+    if reward is not None:
+        _lengths(rows, *reward, new, "preference model", where, problems)
+    return problems
+
+
+def require(ctx: RunContext) -> None:
+    """Raise one ``InputError`` listing every preflight problem (nothing has been written)."""
+    problems = preflight(ctx)
+    if problems:
+        raise InputError(f"preflight found {len(problems)} problem(s); nothing was run:\n  "
+                         + "\n  ".join(problems))
+
+
+def _storage(ctx: RunContext) -> list[str]:
+    store = ctx.store
+    probe = f"{store.root.rstrip('/')}/.tmp-preflight-{uuid.uuid4().hex}"
+    try:
+        store.atomic_write(probe, lambda fh: fh.write(b"ok"))
+        store.fs.rm(probe)
+    except (InputError, OSError) as exc:
+        reason = str(exc).rsplit(" is not writable ", 1)[-1]
+        return [f"setting storage.base_uri: {store.base_uri} is not writable {reason}"]
+    return []
+
+
+def _model(path: str | None, setting: str, problems: list[str]):
+    """(tokenizer, context length) of a model folder, or None (a problem noted if it fails)."""
+    if not path:
+        return None
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        tokenizer = load_tokenizer(path)
+    except Exception as exc:  # noqa: BLE001 - reported naming the folder
+        problems.append(f"setting {setting}: {path} does not load ({type(exc).__name__}: {exc})")
+        return None
+    context = next((getattr(config, k) for k in ("max_position_embeddings", "n_positions",
+                                                  "max_seq_len") if getattr(config, k, None)),
+                   None) or getattr(tokenizer, "model_max_length", None)
+    return tokenizer, context
+
+
+def _symbols(rows, alphabet: set[str], where: str, problems: list[str]) -> None:
+    for row, text in rows:
+        bad = sorted(set(text) - alphabet)
+        if bad:
+            problems.append(f"{where}, row {row}, column 'prompt': symbol(s) {bad} are not in the "
+                            f"demo model's vocabulary {''.join(sorted(alphabet))!r}")
+
+
+def _lengths(rows, tokenizer, context: int | None, new_tokens: int, who: str, where: str,
+             problems: list[str]) -> None:
+    """Each prompt fits ``who``'s context with room for ``new_tokens``, and encodes to no unknown
+    or padding token (a tokenizer whose unknown token is its padding hides lost symbols)."""
+    if not rows:
+        return
+    encoded = tokenizer([t for _, t in rows], add_special_tokens=False)["input_ids"]
+    lost = {i for i in (tokenizer.unk_token_id, tokenizer.pad_token_id) if i is not None}
+    for (row, _), ids in zip(rows, encoded):
+        if context and len(ids) + new_tokens > context:
+            problems.append(f"{where}, row {row}, column 'prompt': {len(ids)} tokens plus up to "
+                            f"{new_tokens} new ones exceed the {who}'s context of {context}")
+        bad = lost.intersection(ids)
+        if bad:
+            problems.append(f"{where}, row {row}, column 'prompt': holds text the {who}'s "
+                            f"tokenizer cannot encode (it becomes "
+                            f"{tokenizer.convert_ids_to_tokens(sorted(bad))})")
