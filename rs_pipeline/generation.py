@@ -71,6 +71,14 @@ def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return torch.minimum(idx, last).squeeze(-1)
 
 
+def _softmax_weights(logits: torch.Tensor, row_max: torch.Tensor, temperature: float) -> torch.Tensor:
+    """exp((logits - row_max) / temperature): the softmax up to its normalizer, in one buffer."""
+    w = torch.sub(logits, row_max)
+    if temperature != 1.0:
+        w.div_(temperature)
+    return w.exp_()
+
+
 def pick_tokens(logits: torch.Tensor, seeds: torch.Tensor, step: int,
                 params: SamplingParams) -> torch.Tensor:
     """Greedy at temperature 0, else one inverse-CDF draw per row from the softmax of
@@ -82,13 +90,13 @@ def pick_tokens(logits: torch.Tensor, seeds: torch.Tensor, step: int,
     u = uniform_noise(seeds, step)
     top_k = params.top_k if 0 < params.top_k < logits.shape[-1] else 0
     if not top_k and params.top_p >= 1.0:
-        m = logits.amax(-1, keepdim=True)
-        return _inverse_cdf(torch.sub(logits, m).div_(params.temperature).exp_(), u)
+        return _inverse_cdf(_softmax_weights(logits, logits.amax(-1, keepdim=True),
+                                             params.temperature), u)
     if top_k:
         values, order = torch.topk(logits, top_k, dim=-1)  # sorted, most likely first
     else:
         values, order = torch.sort(logits, dim=-1, descending=True)
-    weights = torch.sub(values, values[:, :1]).div_(params.temperature).exp_()
+    weights = _softmax_weights(values, values[:, :1], params.temperature)
     if params.top_p < 1.0:
         cum = weights.double().cumsum_(-1)
         before = cum - weights  # mass of the more likely tokens
