@@ -87,15 +87,15 @@ def measure(model, prompt_len: int, batch: int, new_tokens: int,
     return tokens / statistics.median(t_ours), tokens / statistics.median(t_hf)
 
 
-def run(name: str, repeats: int, quick: bool) -> str:
+def run(name: str, prompt_lens: list[int], repeats: int, quick: bool) -> str:
     setup = SETUPS[name]
     model = build_model(name)
     batches = setup.batches[:1] if quick else setup.batches
     print(f"\n{name}: {sum(p.numel() for p in model.parameters()):,} params, N={N}, "
           f"{setup.new_tokens} new tokens, median of {repeats}")
     print(f"{'prompt':>6} {'batch':>5} {'ours tok/s':>11} {'generate tok/s':>15} {'ratio':>6}")
-    ratios: dict[int, list[float]] = {16: [], 256: []}
-    for prompt_len in (16, 256):
+    ratios: dict[int, list[float]] = {p: [] for p in prompt_lens}
+    for prompt_len in prompt_lens:
         for batch in batches:
             ours, hf = measure(model, prompt_len, batch, setup.new_tokens, repeats)
             ratios[prompt_len].append(ours / hf)
@@ -105,7 +105,7 @@ def run(name: str, repeats: int, quick: bool) -> str:
     def gmean(xs):
         return math.exp(sum(math.log(x) for x in xs) / len(xs))
 
-    return f"{name}: ratio_p16={gmean(ratios[16]):.2f} ratio_p256={gmean(ratios[256]):.2f}"
+    return f"{name}: " + " ".join(f"ratio_p{p}={gmean(r):.2f}" for p, r in ratios.items())
 
 
 def main() -> None:
@@ -113,12 +113,15 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(SETUPS), action="append",
                         help="model to measure (repeatable; default: both)")
+    parser.add_argument("--prompt-len", type=int, choices=(16, 256), action="append",
+                        help="prompt length to measure (repeatable; default: 16 and 256)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per side (median)")
     parser.add_argument("--quick", action="store_true", help="one run, first batch size only")
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    lines = [run(name, repeats, args.quick) for name in (args.model or ["demo", "gpt2-124m"])]
+    lines = [run(name, args.prompt_len or [16, 256], repeats, args.quick)
+             for name in (args.model or ["demo", "gpt2-124m"])]
     print()
     print("\n".join(lines))
 

@@ -56,9 +56,9 @@ def test_greedy_returns_exactly_the_tokens_of_generate(tiny_policy):
     assert ours["completion"] == expected
 
 
-@pytest.mark.parametrize("build", [random_gpt2, random_llama])
+@pytest.mark.parametrize("build", [random_gpt2, lambda: random_gpt2(vocab=3000), random_llama])
 def test_greedy_equals_generate_on_random_models(build):
-    model = build()
+    model = build()  # vocab 3000: logits computed over vocabulary slices
     ids = torch.randint(2, model.config.vocab_size, (3, 11), generator=torch.Generator().manual_seed(1))
     ours = sample_expanded(model, ids, torch.arange(6), SamplingParams(n=2, temperature=0.0,
                                                                        max_new_tokens=20),
@@ -115,6 +115,12 @@ def test_a_row_is_a_function_of_its_seed_alone(params):
     finally:
         generation._uses_gpt2_path = generic
     assert len({tuple(r) for r in whole.tolist()}) == 20  # really sampled
+
+
+def test_sliced_logits_equal_the_lm_head():
+    model = random_gpt2(vocab=3000)
+    h = torch.randn(16, 64)
+    assert torch.allclose(generation._gpt2_logits(model, h), model.lm_head(h), atol=1e-6, rtol=0)
 
 
 def test_eos_ends_a_row_and_pads_the_rest():
