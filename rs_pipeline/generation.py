@@ -26,6 +26,8 @@ import torch
 from transformers import GPT2LMHeadModel, StaticCache
 
 _MASK31 = 0x7FFFFFFF
+_CDF_BLOCK = 256  # vocabulary entries per block of the two-level inverse CDF (_inverse_cdf)
+_NUCLEUS_CANDIDATES = 1024  # most likely tokens tried first for top_p (see _nucleus)
 _HEAD_SLICE = 512  # vocabulary columns per product in the GPT-2 logits (see _gpt2_logits)
 
 
@@ -59,16 +61,41 @@ def uniform_noise(seeds: torch.Tensor, step: int) -> torch.Tensor:
     return ((hi << 22) | (lo >> 9)).to(torch.float64) * 2.0 ** -53
 
 
+def _first_above(cdf: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per row, the first index whose running sum ``cdf`` exceeds ``x`` [rows, 1], never past
+    the last index that adds weight (``x`` may round up to the total)."""
+    idx = torch.searchsorted(cdf, x, right=True)
+    return torch.minimum(idx, torch.searchsorted(cdf, cdf[:, -1:].contiguous()))
+
+
 def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Index drawn from each row of non-negative ``weights`` with probability proportional to
-    the weight: the first index whose cumulative weight exceeds ``u * total``. The running sum
-    is float64, so each index's share of [0, total) is its weight up to float64 rounding;
-    zero-weight indices own an empty interval and are never drawn."""
-    cdf = weights.double().cumsum_(-1)
-    total = cdf[:, -1:].contiguous()
-    idx = torch.searchsorted(cdf, u[:, None] * total, right=True)
-    last = torch.searchsorted(cdf, total)  # the last index with positive weight
-    return torch.minimum(idx, last).squeeze(-1)
+    its weight: the first index whose running sum exceeds ``u * total``; zero-weight indices own
+    an empty interval and are never drawn.
+
+    A float32 running sum over 50k entries would give each index an interval that is off by up
+    to an ulp of the running total (the tail's small probabilities badly so), and converting the
+    whole row to float64 costs more than the rest of the draw. So long rows go in two levels:
+    block masses (float32 sums of ``_CDF_BLOCK`` entries, then a float64 running sum over
+    blocks) pick a block, and a float64 running sum inside that block alone picks the index.
+    Each index's probability is then its weight over the total up to float32 rounding of its
+    block's mass, the precision of the float32 softmax weights themselves.
+    """
+    rows, n = weights.shape
+    if n <= 4 * _CDF_BLOCK:
+        cdf = weights.double().cumsum_(-1)
+        return _first_above(cdf, u[:, None] * cdf[:, -1:]).squeeze(-1)
+    full = n - n % _CDF_BLOCK
+    mass = weights[:, :full].view(rows, -1, _CDF_BLOCK).sum(-1)
+    if full < n:
+        mass = torch.cat([mass, weights[:, full:].sum(-1, keepdim=True)], dim=1)
+    cum = mass.double().cumsum_(-1)
+    x = u[:, None] * cum[:, -1:]
+    block = _first_above(cum, x)  # [rows, 1]
+    x = x - torch.where(block > 0, cum.gather(1, (block - 1).clamp_(min=0)), 0.0)
+    cols = block * _CDF_BLOCK + torch.arange(_CDF_BLOCK)
+    inside = weights.gather(1, cols.clamp(max=n - 1)).masked_fill_(cols >= n, 0.0)
+    return (cols.gather(1, _first_above(inside.double().cumsum_(-1), x))).squeeze(-1)
 
 
 def _softmax_weights(logits: torch.Tensor, row_max: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -77,6 +104,39 @@ def _softmax_weights(logits: torch.Tensor, row_max: torch.Tensor, temperature: f
     if temperature != 1.0:
         w.div_(temperature)
     return w.exp_()
+
+
+def _head(logits: torch.Tensor, k: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax weights and token ids of the ``k`` most likely tokens, most likely first."""
+    if k < logits.shape[-1]:
+        values, order = torch.topk(logits, k, dim=-1)
+    else:
+        values, order = torch.sort(logits, dim=-1, descending=True)
+    return _softmax_weights(values, values[:, :1], temperature), order
+
+
+def _nucleus(logits: torch.Tensor, top_k: int, top_p: float,
+             temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights (zero outside the nucleus) and ids of the tokens that can hold the nucleus.
+
+    The nucleus is the smallest most-likely-first prefix whose mass reaches ``top_p`` (of the
+    top-k mass when ``top_k`` is set). Sorting 50k logits per row costs more than a decode
+    step, so without ``top_k`` the ``_NUCLEUS_CANDIDATES`` most likely tokens are tried first;
+    only when some row's nucleus reaches past them is the whole vocabulary sorted.
+    """
+    vocab = logits.shape[-1]
+    total = None
+    if not top_k and vocab > _NUCLEUS_CANDIDATES:
+        weights, order = _head(logits, _NUCLEUS_CANDIDATES, temperature)
+        row_max = logits.gather(1, order[:, :1])
+        total = _softmax_weights(logits, row_max, temperature).sum(-1, keepdim=True).double()
+        if bool((weights.double().sum(-1, keepdim=True) < top_p * total).any()):
+            total = None  # some nucleus is wider than the candidates: sort everything
+    if total is None:
+        weights, order = _head(logits, top_k or vocab, temperature)
+    cum = weights.double().cumsum_(-1)
+    total = cum[:, -1:] if total is None else total
+    return weights.masked_fill_(cum - weights >= top_p * total, 0.0), order  # mass before >= p
 
 
 def pick_tokens(logits: torch.Tensor, seeds: torch.Tensor, step: int,
@@ -89,18 +149,13 @@ def pick_tokens(logits: torch.Tensor, seeds: torch.Tensor, step: int,
     logits = logits.float()
     u = uniform_noise(seeds, step)
     top_k = params.top_k if 0 < params.top_k < logits.shape[-1] else 0
-    if not top_k and params.top_p >= 1.0:
+    if params.top_p < 1.0:
+        weights, order = _nucleus(logits, top_k, params.top_p, params.temperature)
+    elif top_k:
+        weights, order = _head(logits, top_k, params.temperature)
+    else:
         return _inverse_cdf(_softmax_weights(logits, logits.amax(-1, keepdim=True),
                                              params.temperature), u)
-    if top_k:
-        values, order = torch.topk(logits, top_k, dim=-1)  # sorted, most likely first
-    else:
-        values, order = torch.sort(logits, dim=-1, descending=True)
-    weights = _softmax_weights(values, values[:, :1], params.temperature)
-    if params.top_p < 1.0:
-        cum = weights.double().cumsum_(-1)
-        before = cum - weights  # mass of the more likely tokens
-        weights = weights.masked_fill(before >= params.top_p * cum[:, -1:], 0.0)
     return order.gather(-1, _inverse_cdf(weights, u)[:, None]).squeeze(-1)
 
 

@@ -175,6 +175,32 @@ def test_sampling_frequencies_follow_the_softmax():
     assert top1.eq(logits.argmax()).all()
 
 
+def test_two_level_inverse_cdf_matches_a_float64_running_sum():
+    g = torch.Generator().manual_seed(4)
+    weights = torch.exp(torch.randn(3000, 3000, generator=g) * 3)  # 11 blocks of 256 + a tail
+    weights[:, 1000:1300] = 0  # masked runs, inside and across blocks
+    weights[::2, 2900:] = 0  # rows whose last positive weight is before the tail ends
+    u = uniform_noise(torch.arange(3000), 0)
+    cdf = weights.double().cumsum(-1)
+    expected = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(-1)
+    picks = generation._inverse_cdf(weights, u)
+    assert (picks == expected).float().mean() > 0.999  # may differ only at float32 rounding
+    assert (weights.gather(1, picks[:, None]) > 0).all()
+    edge = generation._inverse_cdf(weights[:4], torch.full((4,), 1 - 2.0**-53))
+    assert torch.equal(edge, (weights[:4] > 0).cumsum(-1).argmax(-1))  # the last positive index
+
+
+def test_frequencies_follow_the_softmax_over_a_large_vocabulary():
+    logits = torch.randn(1, 2000, generator=torch.Generator().manual_seed(5))
+    logits[0, [7, 900, 1990]] = torch.tensor([6.0, 5.5, 5.0])  # first, middle and tail block
+    probs = torch.softmax(logits[0].double(), -1)
+    freq = frequencies(logits, SamplingParams(temperature=1.0), rows=20_000)
+    for i in (7, 900, 1990):
+        assert abs(freq[i] - probs[i]) < 0.015
+    blocks = lambda x: torch.stack([c.sum() for c in x.split(256)])  # noqa: E731
+    assert (blocks(freq) - blocks(probs)).abs().max() < 0.015
+
+
 def test_top_k_and_top_p_sample_the_renormalized_head():
     logits = torch.randn(1, 40, generator=torch.Generator().manual_seed(1)) * 2
     probs = torch.softmax(logits[0].double() / 0.8, -1)
@@ -194,6 +220,35 @@ def test_top_k_and_top_p_sample_the_renormalized_head():
         freq = frequencies(logits, params)
         assert (freq - expected).abs().max() < 0.012
         assert freq[expected == 0].sum() == 0  # never outside the head
+
+
+def reference_picks(logits, u, params):
+    """Sort everything, float64: the draw pick_tokens must reproduce."""
+    values, order = torch.sort(logits.double(), dim=-1, descending=True)
+    probs = torch.softmax(values / params.temperature, -1)
+    if params.top_k:
+        probs[:, params.top_k :] = 0
+    cum = probs.cumsum(-1)
+    probs[cum - probs >= params.top_p * cum[:, -1:]] = 0
+    cdf = probs.cumsum(-1)
+    idx = torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True)
+    return order.gather(1, idx).squeeze(-1)
+
+
+@pytest.mark.parametrize("params", [SamplingParams(temperature=0.9, top_p=0.9),
+                                    SamplingParams(temperature=1.3, top_k=1500, top_p=0.8),
+                                    SamplingParams(temperature=0.7, top_k=1200)])
+def test_large_vocabulary_draws_match_a_full_sort(params):
+    g = torch.Generator().manual_seed(6)
+    peaked = torch.randn(300, 3000, generator=g) * 4  # nucleus within the 1024 candidates
+    flat = torch.randn(300, 3000, generator=g) * 0.3  # nucleus wider: the whole row is sorted
+    seeds = torch.arange(300)
+    for logits in (peaked, torch.cat([peaked, flat])):
+        rows = torch.arange(len(logits))
+        picks = pick_tokens(logits, rows, 2, params)
+        expected = reference_picks(logits, uniform_noise(rows, 2), params)
+        assert (picks == expected).float().mean() > 0.995  # may differ only at rounding
+    assert len(set(pick_tokens(peaked, seeds, 2, params).tolist())) > 30
 
 
 def test_masked_tokens_are_never_drawn():
