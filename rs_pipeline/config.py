@@ -21,6 +21,7 @@ from rs_pipeline.errors import InputError
 Selector = Literal["preference", "verifier", "mix"]
 PairStrategy = Literal["top_vs_other", "random"]
 AnnotatorKind = Literal["simulated", "file"]
+ChatTemplateMode = Literal["auto", "off"]
 
 
 def _f(default: Any, doc: str, **bounds: float):
@@ -44,6 +45,9 @@ class PolicyConfig:
     """The round-0 policy: your checkpoint folder, or the demo model built here."""
 
     base_path: str | None = _f(None, "Local Hugging Face causal-LM folder; empty: build the demo model.")
+    chat_template: ChatTemplateMode = _f(
+        "auto", "'auto': prompts go through the policy tokenizer's chat template when it has one "
+        "(answers end at its end-of-turn token); 'off': the prompt text as it is.")
     n_layer: int = _f(4, "Demo model: transformer layers.", ge=1)
     n_embd: int = _f(128, "Demo model: width.", ge=1)
     n_head: int = _f(4, "Demo model: attention heads.", ge=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from rs_pipeline.chat import ChatMode, prompt_kwargs
 from rs_pipeline.config import GateConfig
 from rs_pipeline.generation import SamplingParams, sample_prompts
 from rs_pipeline.ids import derive_seed, prompt_id
@@ -15,7 +16,7 @@ Scorer = Callable[[Sequence[str], Sequence[str]], list[float]]
 
 def evaluate_policy(model, tokenizer, task: Task, prompts: Sequence[str], params: SamplingParams,
                     reward_fn: Scorer | None, seed: int, batch_prompts: int = 256,
-                    sampled: bool = True) -> PolicyMetrics:
+                    sampled: bool = True, chat_template: ChatMode = "auto") -> PolicyMetrics:
     """Greedy and sampled metrics of a policy on ``prompts``.
 
     ``greedy_acc`` (verifier, greedy decoding), ``sample_acc`` (mean over N samples at the
@@ -24,13 +25,17 @@ def evaluate_policy(model, tokenizer, task: Task, prompts: Sequence[str], params
     (characters). Verifier metrics are None when the task has no verifier. ``sampled=False``
     measures greedy decoding only (the sampled metrics then describe the greedy answers).
     Sample ``s`` of a prompt is seeded by (seed, "eval", prompt id, s): the same draw for the
-    candidate and the champion, on any batch layout.
+    candidate and the champion, on any batch layout. Prompts are rendered as for sampling
+    (``chat_template``: the policy's chat template, see ``rs_pipeline.chat``).
     """
+    chat = prompt_kwargs(model, tokenizer, prompts, chat_template)
     greedy = sample_prompts(model, tokenizer, prompts, SamplingParams(
-        n=1, temperature=0.0, max_new_tokens=params.max_new_tokens), lambda p, s: 0, batch_prompts)
+        n=1, temperature=0.0, max_new_tokens=params.max_new_tokens), lambda p, s: 0, batch_prompts,
+        **chat)
     pids = [prompt_id(p) for p in prompts]
     samples = (sample_prompts(model, tokenizer, prompts, params,
-                              lambda p, s: derive_seed(seed, "eval", pids[p], s), batch_prompts)
+                              lambda p, s: derive_seed(seed, "eval", pids[p], s), batch_prompts,
+                              **chat)
                if sampled else greedy)
     comps, idx = samples["completion"], samples["prompt_index"]
     sample_prompts_text = [prompts[i] for i in idx]

@@ -226,16 +226,22 @@ def _uses_gpt2_path(model) -> bool:
             and not model.config.add_cross_attention and model.lm_head.bias is None)
 
 
+def _stop_set(eos_id: int | Sequence[int]) -> list[int]:
+    return [eos_id] if isinstance(eos_id, int) else list(eos_id)
+
+
 def _decode(first_logits: torch.Tensor, step_fn, seeds: torch.Tensor, params: SamplingParams,
-            eos_id: int, pad_id: int) -> torch.Tensor:
-    """The sampling loop: ``step_fn(tok, t)`` returns the logits after feeding ``tok``."""
+            eos_id: int | Sequence[int], pad_id: int) -> torch.Tensor:
+    """The sampling loop: ``step_fn(tok, t)`` returns the logits after feeding ``tok``; a row
+    stops at any id of ``eos_id`` (one id or several: EOS and a template's end of turn)."""
+    stops = torch.tensor(_stop_set(eos_id), dtype=torch.long)
     logits = first_logits
     finished = torch.zeros(logits.shape[0], dtype=torch.bool)
     steps = []
     for step in range(params.max_new_tokens):
         tok = pick_tokens(logits, seeds, step, params).masked_fill_(finished, pad_id)
         steps.append(tok)
-        finished |= tok == eos_id
+        finished |= torch.isin(tok, stops)
         if step + 1 == params.max_new_tokens or bool(finished.all()):
             break
         logits = step_fn(tok, step)
@@ -253,11 +259,12 @@ def expanded_static_cache(model, prefilled, n: int, max_len: int) -> StaticCache
 
 @torch.inference_mode()
 def sample_expanded(model, prompt_ids: torch.Tensor, seeds: torch.Tensor, params: SamplingParams,
-                    eos_id: int, pad_id: int) -> torch.Tensor:
+                    eos_id: int | Sequence[int], pad_id: int) -> torch.Tensor:
     """Sample ``params.n`` continuations of each row of ``prompt_ids`` (equal-length prompts).
 
     ``seeds`` holds one seed per output row (``len(prompt_ids) * n``, prompt-major). Returns new
-    tokens [rows, <= max_new_tokens], padded with ``pad_id`` after each row's EOS.
+    tokens [rows, <= max_new_tokens], padded with ``pad_id`` after each row's stop token
+    (``eos_id``: one id or several).
     """
     n = params.n
     if params.temperature <= 0 and n > 1:  # greedy: the n samples of a prompt are identical
@@ -281,26 +288,39 @@ def sample_expanded(model, prompt_ids: torch.Tensor, seeds: torch.Tensor, params
     return _decode(first, step_fn, seeds, params, eos_id, pad_id)
 
 
-def decode_completion(tokenizer, ids: Sequence[int], eos_id: int) -> tuple[str, int, bool]:
-    """Text up to (not including) EOS, its token count, and whether EOS was reached."""
+def decode_completion(tokenizer, ids: Sequence[int],
+                      eos_id: int | Sequence[int]) -> tuple[str, int, bool]:
+    """Text up to (not including) the first stop token (``eos_id``: one id or several), its
+    token count, and whether a stop token was reached."""
     ids = list(ids)
-    ended = eos_id in ids
+    stops = set(_stop_set(eos_id))
+    end = next((j for j, t in enumerate(ids) if t in stops), None)
+    ended = end is not None
     if ended:
-        ids = ids[: ids.index(eos_id)]
+        ids = ids[:end]
     return tokenizer.decode(ids, skip_special_tokens=True), len(ids), ended
 
 
 def sample_prompts(model, tokenizer, prompts: Sequence[str], params: SamplingParams,
-                   seed_of: Callable[[int, int], int], batch_prompts: int = 256) -> dict:
+                   seed_of: Callable[[int, int], int], batch_prompts: int = 256, *,
+                   prompt_ids: Sequence[Sequence[int]] | None = None,
+                   stop_ids: Sequence[int] | None = None) -> dict:
     """Sample ``params.n`` completions for every prompt.
 
     ``seed_of(prompt_index, sample_index)`` gives each sample's seed. Prompts are grouped by
-    token length so no padding enters the prompt. Returns columns (lists) ``prompt_index``,
-    ``sample_index``, ``completion``, ``num_tokens``, ``finished``, ``seed`` and the throughput.
+    token length so no padding enters the prompt. ``prompt_ids``: the prompts already encoded
+    (``chat.prompt_kwargs`` renders a chat template), else the texts are encoded as they are;
+    ``stop_ids``: the ids that end a completion (else the tokenizer's EOS). Returns columns
+    (lists) ``prompt_index``, ``sample_index``, ``completion``, ``num_tokens``, ``finished``,
+    ``seed`` and the throughput.
     """
     model.eval()
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    eos = list(stop_ids) if stop_ids is not None else tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id
+    encoded = ([list(p) for p in prompt_ids] if prompt_ids is not None
+               else tokenizer(list(prompts), add_special_tokens=False)["input_ids"])
+    if len(encoded) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(encoded)} encoded prompts")
     order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
     cols: dict[str, list] = {k: [] for k in
                              ("prompt_index", "sample_index", "completion", "num_tokens",

@@ -16,6 +16,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from rs_pipeline.chat import messages_prompt
+
 MAX_LISTED = 20  # problem lines listed per file before "... and N more"
 
 
@@ -115,14 +117,20 @@ def _quarantine(check: FileCheck, kind: str, row: int, what: str, refuse: bool) 
 
 
 def check_prompts_file(path: str | Path, quarantine: str = "drop") -> FileCheck:
-    """A prompts file: a ``prompt`` text column; duplicate prompts are quarantined."""
+    """A prompts file: per row a ``prompt`` text or a ``messages`` conversation (a list of
+    {role, content} texts ending with a user turn; kept as ``chat.messages_prompt``);
+    duplicate prompts are quarantined."""
     check = FileCheck(Path(path))
     rows = read_rows(path, check)
-    if rows is None or not _columns(check, rows, ("prompt",)):
+    if rows is None:
+        return check
+    if not any("prompt" in r or "messages" in r for r in rows):
+        present = set().union(*(r.keys() for r in rows)) - {"__row"} if rows else set()
+        check.problem(None, None, f"lacks a 'prompt' or 'messages' column (has {sorted(present)})")
         return check
     seen: dict[str, int] = {}
     for i, r in enumerate(rows):
-        text = _text(check, r, i, "prompt")
+        text = _prompt_or_messages(check, r, i)
         if text is None:
             continue
         if text in seen:
@@ -134,6 +142,35 @@ def check_prompts_file(path: str | Path, quarantine: str = "drop") -> FileCheck:
     if not check.rows and not check.problems:
         check.problem(None, None, "holds no prompts")
     return check
+
+
+def _prompt_or_messages(check: FileCheck, r: dict, i: int) -> str | None:
+    if r.get("messages") is None:
+        return _text(check, r, i, "prompt")
+    if r.get("prompt") is not None:
+        check.problem(_row(r, i), None, "holds both 'prompt' and 'messages': give one of them")
+        return None
+    messages = r["messages"]
+    if not isinstance(messages, list) or not messages:
+        check.problem(_row(r, i), "messages", "expected a non-empty list of {role, content}, got "
+                                              f"{type(messages).__name__} {messages!r:.40}")
+        return None
+    for j, m in enumerate(messages):
+        if not isinstance(m, dict) or set(m) != {"role", "content"}:
+            what = sorted(m) if isinstance(m, dict) else f"{type(m).__name__} {m!r:.40}"
+            check.problem(_row(r, i), "messages", f"message {j}: expected exactly the keys "
+                                                  f"'role' and 'content', got {what}")
+            return None
+        for key in ("role", "content"):
+            if not isinstance(m[key], str) or not m[key].strip():
+                check.problem(_row(r, i), "messages", f"message {j}: {key!r} must be non-empty "
+                                                      f"text, got {m[key]!r:.40}")
+                return None
+    if messages[-1]["role"] != "user":
+        check.problem(_row(r, i), "messages", f"the last message must be the user's (the policy "
+                                              f"answers it), got role {messages[-1]['role']!r}")
+        return None
+    return messages_prompt(messages)
 
 
 def check_judgements_file(path: str | Path, quarantine: str = "drop") -> FileCheck:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 
+from rs_pipeline.chat import render_text, uses_template
 from rs_pipeline.context import RunContext
 from rs_pipeline.errors import InputError
 from rs_pipeline.inputs import FileCheck, check_judgements_file, check_prompts_file
@@ -40,7 +41,7 @@ def preflight(ctx: RunContext) -> list[str]:
         policy = (build_char_tokenizer(ctx.task.alphabet), s.policy.n_positions)
         _symbols(rows, set(ctx.task.alphabet), where, problems)
     if policy is not None:
-        _lengths(rows, *policy, new, "policy", where, problems)
+        _lengths(rows, *policy, new, "policy", where, problems, s.policy.chat_template)
     if reward is not None:
         _lengths(rows, *reward, new, "preference model", where, problems)
     return problems
@@ -93,17 +94,23 @@ def _symbols(rows, alphabet: set[str], where: str, problems: list[str]) -> None:
 
 
 def _lengths(rows, tokenizer, context: int | None, new_tokens: int, who: str, where: str,
-             problems: list[str]) -> None:
-    """Each prompt fits ``who``'s context with room for ``new_tokens``, and encodes to no unknown
-    or padding token (a tokenizer whose unknown token is its padding hides lost symbols)."""
+             problems: list[str], chat_template: str | None = None) -> None:
+    """Each prompt fits ``who``'s context with room for ``new_tokens`` (as the policy sees it:
+    through its chat template when ``chat_template`` says so), and encodes to no unknown or
+    padding token (a tokenizer whose unknown token is its padding hides lost symbols)."""
     if not rows:
         return
-    encoded = tokenizer([t for _, t in rows], add_special_tokens=False)["input_ids"]
+    texts = [t for _, t in rows]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    templated = chat_template is not None and uses_template(tokenizer, chat_template)
+    seen = (tokenizer(render_text(tokenizer, texts, chat_template),
+                      add_special_tokens=False)["input_ids"] if templated else encoded)
+    how = " (with its chat template)" if templated else ""
     lost = {i for i in (tokenizer.unk_token_id, tokenizer.pad_token_id) if i is not None}
-    for (row, _), ids in zip(rows, encoded):
-        if context and len(ids) + new_tokens > context:
-            problems.append(f"{where}, row {row}, column 'prompt': {len(ids)} tokens plus up to "
-                            f"{new_tokens} new ones exceed the {who}'s context of {context}")
+    for (row, _), ids, full in zip(rows, encoded, seen):
+        if context and len(full) + new_tokens > context:
+            problems.append(f"{where}, row {row}, column 'prompt': {len(full)} tokens{how} plus "
+                            f"up to {new_tokens} new ones exceed the {who}'s context of {context}")
         bad = lost.intersection(ids)
         if bad:
             problems.append(f"{where}, row {row}, column 'prompt': holds text the {who}'s "

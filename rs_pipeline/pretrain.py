@@ -22,13 +22,22 @@ def pretrain_base_policy(task: Task, train_prompts: Sequence[str], cfg: PolicyCo
     """
     tokenizer = build_char_tokenizer(task.alphabet)
     model = build_tiny_gpt2(tokenizer, cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions, seed)
+    metrics = pretrain_on_task(model, tokenizer, task, train_prompts, cfg, seed, **checkpointing)
+    return model, tokenizer, metrics
+
+
+def pretrain_on_task(model, tokenizer, task: Task, train_prompts: Sequence[str], cfg: PolicyConfig,
+                     seed: int, **kwargs) -> dict:
+    """Train ``model`` in place for ``cfg.pretrain_steps`` steps on the task's answers, a share
+    ``cfg.bug_rate`` of them bugged (prompts rendered as the policy will see them: a chat
+    policy learns its template). ``kwargs`` go to ``training.train_on_completions``."""
     rng = random.Random(seed)
     n = cfg.pretrain_steps * cfg.pretrain_batch_size
     prompts = [rng.choice(train_prompts) for _ in range(n)]
     completions = [task.pretrain_completion(p, rng, cfg.bug_rate) for p in prompts]
-    metrics = train_on_completions(
+    return train_on_completions(
         model, tokenizer, prompts, completions, lr=cfg.pretrain_lr,
         batch_size=cfg.pretrain_batch_size, seed=seed, max_steps=cfg.pretrain_steps,
-        scheduler="cosine_with_min_lr", min_lr_rate=0.1, **checkpointing,
+        scheduler="cosine_with_min_lr", min_lr_rate=0.1, chat_template=cfg.chat_template,
+        **kwargs,
     )
-    return model, tokenizer, metrics

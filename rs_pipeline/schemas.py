@@ -3,6 +3,9 @@
 Column names follow the ecosystem: ``prompt``/``completion`` (SFT) and ``prompt``/``chosen``/
 ``rejected`` (DPO), so exports load in HF ``datasets`` / TRL unchanged. Every row carries its
 lineage: ``round``, ``prompt_id``, ``policy_id`` and, for scored rows, ``reward_model_id``.
+``prompt`` is always the raw prompt (a conversation as its JSON, see ``chat.messages_prompt``);
+``generations.rendered_prompt`` is the text the policy was given (its chat template applied, or
+the prompt itself).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "generations": _schema(
         ("generation_id", S), ("round", S), ("prompt_id", S), ("prompt", S),
         ("sample_index", I32), ("completion", S), ("num_tokens", I32), ("finished", B),
-        ("seed", I64), ("policy_id", S), *_SAMPLING,
+        ("seed", I64), ("policy_id", S), *_SAMPLING, ("rendered_prompt", S),
     ),
     "preference_labels": _schema(
         ("round", S), ("prompt_id", S), ("prompt", S), ("completion_a", S), ("completion_b", S),

@@ -21,14 +21,21 @@ from transformers import PrinterCallback, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+from rs_pipeline.chat import ChatMode, end_of_turn_id, render_prompts
+
 IGNORE = -100  # label of a token that carries no loss
 
 
-def encode_completions(tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> list[dict]:
-    """Token ids of prompt + completion + EOS, with labels masked (-100) over the prompt."""
-    p_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+def encode_completions(tokenizer, prompts: Sequence[str], completions: Sequence[str],
+                       chat_template: ChatMode = "auto") -> list[dict]:
+    """Token ids of prompt + completion + end, with labels masked (-100) over the prompt.
+
+    The prompt is what the policy is given when sampling (``chat.render_prompts``: templated
+    for a chat policy); the end is the template's end-of-turn token (``<|im_end|>``), else EOS.
+    """
+    p_ids = render_prompts(tokenizer, prompts, chat_template)
     c_ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"]
-    eos = tokenizer.eos_token_id
+    eos = end_of_turn_id(tokenizer, chat_template)
     return [{"input_ids": p + c + [eos], "labels": [IGNORE] * len(p) + c + [eos]}
             for p, c in zip(p_ids, c_ids)]
 
@@ -110,11 +117,13 @@ def train_on_completions(model, tokenizer, prompts: Sequence[str], completions: 
                          lr: float, batch_size: int, seed: int, epochs: float | None = None,
                          max_steps: int | None = None, scheduler: str = "linear",
                          min_lr_rate: float | None = None, checkpoint_dir: Path | None = None,
-                         checkpoint_steps: int = 0) -> dict[str, float]:
+                         checkpoint_steps: int = 0,
+                         chat_template: ChatMode = "auto") -> dict[str, float]:
     """Fine-tune ``model`` in place on (prompt, completion) rows; returns loss, steps, seconds."""
     if not prompts:
         raise ValueError("nothing to train on: the kept set is empty")
-    rows = datasets.Dataset.from_list(encode_completions(tokenizer, prompts, completions))
+    rows = datasets.Dataset.from_list(encode_completions(tokenizer, prompts, completions,
+                                                         chat_template))
     collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id,
                                                return_position_ids=False)
     return run_trainer(model, rows, collator, lr=lr, batch_size=batch_size, seed=seed,

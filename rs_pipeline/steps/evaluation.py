@@ -35,13 +35,15 @@ def evaluate_round(ctx: RunContext, candidate: PolicyCheckpoint, champion: Polic
 
     sets = {name: split_prompts(eval_prompts, name) for name in ("eval", "gate")}
     results = {}
+    chat = cfg.policy.chat_template
     for who, rec in (("candidate", candidate), ("champion", champion)):
         model, tok = ctx.load_policy(rec)
         results[who] = PolicyEvaluation(
             eval=evaluate_policy(model, tok, ctx.task, sets["eval"], ctx.sampling, reward_fn,
-                                 cfg.seed, cfg.generation.batch_prompts),
+                                 cfg.seed, cfg.generation.batch_prompts, chat_template=chat),
             gate=evaluate_policy(model, tok, ctx.task, sets["gate"], ctx.sampling, reward_fn,
-                                 cfg.seed, cfg.generation.batch_prompts, sampled=False))
+                                 cfg.seed, cfg.generation.batch_prompts, sampled=False,
+                                 chat_template=chat))
     cand, champ = results["candidate"], results["champion"]
     decision = gate_decision(cand.gate, champ.gate, cand.eval, champ.eval, cfg.gate)
     evaluation = RoundEvaluation(round=round_key, candidate_id=candidate.id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from rs_pipeline.chat import prompt_kwargs, render_text
 from rs_pipeline.context import RunContext
 from rs_pipeline.generation import sample_prompts
 from rs_pipeline.ids import config_hash, sample_seed, seeded_rng
@@ -32,12 +33,15 @@ def generations(ctx: RunContext, prompts: pa.Table, policy: PolicyCheckpoint, ro
     model = lazy(lambda: ctx.load_policy(policy))
     pids, texts = prompts.column("prompt_id").to_pylist(), prompts.column("prompt").to_pylist()
     timing = {"tokens": 0, "seconds": 0.0}
+    chat = ctx.settings.policy.chat_template
 
     def compute(start: int, stop: int) -> pa.Table:
         chunk = texts[start:stop]
         out = (sample_prompts(*model(), chunk, params,
                               lambda p, s: sample_seed(seed, round_key, pids[start + p], s),
-                              ctx.settings.generation.batch_prompts) if chunk else _NO_ROWS)
+                              ctx.settings.generation.batch_prompts,
+                              **prompt_kwargs(*model(), chunk, chat)) if chunk else _NO_ROWS)
+        rendered = render_text(model()[1], chunk, chat) if chunk else []
         timing["tokens"] += sum(out["num_tokens"]) + sum(out["finished"])
         timing["seconds"] += out["seconds"]
         rows = len(out["completion"])
@@ -47,6 +51,7 @@ def generations(ctx: RunContext, prompts: pa.Table, policy: PolicyCheckpoint, ro
                               for p, s in zip(row_pid, out["seed"])],
             "round": [round_key] * rows, "prompt_id": row_pid,
             "prompt": [chunk[i] for i in out["prompt_index"]],
+            "rendered_prompt": [rendered[i] for i in out["prompt_index"]],
             "sample_index": out["sample_index"], "completion": out["completion"],
             "num_tokens": out["num_tokens"], "finished": out["finished"], "seed": out["seed"],
             "policy_id": [policy.id] * rows, "temperature": [params.temperature] * rows,

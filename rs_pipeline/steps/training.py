@@ -19,7 +19,8 @@ def train_candidate(ctx: RunContext, sft: pa.Table, champion: PolicyCheckpoint,
     metrics = train_on_completions(
         model, tok, sft.column("prompt").to_pylist(), sft.column("completion").to_pylist(),
         lr=cfg.sft.learning_rate, batch_size=cfg.sft.batch_size, seed=cfg.seed,
-        epochs=cfg.sft.epochs, **(resume.checkpointing() if resume else {}))
+        epochs=cfg.sft.epochs, chat_template=cfg.policy.chat_template,
+        **(resume.checkpointing() if resume else {}))
     model_id, path = ctx.checkpoints.save(model, tok, "policies", "pol")
     record = PolicyCheckpoint(id=model_id, path=path, round=round_key, parent_id=champion.id,
                               sft_dataset_version=table_version(sft), sft_rows=sft.num_rows,

@@ -1,4 +1,5 @@
-"""A task over your own prompts: read from a Parquet or JSON-lines file with a ``prompt`` column."""
+"""A task over your own prompts: read from a Parquet or JSON-lines file with a ``prompt`` column
+(text) or a ``messages`` column (a chat conversation, see ``inputs.check_prompts_file``)."""
 
 from __future__ import annotations
 
