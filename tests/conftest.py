@@ -72,3 +72,17 @@ def two_promoted_rounds(tmp_path_factory):
         results = [run_round(instance) for _ in range(2)]
         assert all(r.success for _, r in results)
     return home, results
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_policy(tmp_path_factory):
+    """A tiny Llama chat policy (byte-level BPE, ChatML template, Qwen2-style EOS ids) pretrained
+    briefly on rev8 through its template; built here, nothing downloaded."""
+    from rs_pipeline.config import PolicyConfig
+    from rs_pipeline.tasks import get_task
+    from rs_pipeline.testing_models import build_tiny_chat_policy
+
+    task = get_task("rev8")
+    cfg = PolicyConfig(pretrain_steps=150, pretrain_batch_size=64, pretrain_lr=3e-3)
+    return build_tiny_chat_policy(tmp_path_factory.mktemp("chat_policy"), task,
+                                  task.prompts()[:4000], cfg, seed=0)
