@@ -126,7 +126,8 @@ def check_prompts_file(path: str | Path, quarantine: str = "drop") -> FileCheck:
         return check
     if not any("prompt" in r or "messages" in r for r in rows):
         present = set().union(*(r.keys() for r in rows)) - {"__row"} if rows else set()
-        check.problem(None, None, f"lacks a 'prompt' or 'messages' column (has {sorted(present)})")
+        check.problem(None, None, f"lacks column(s) ['prompt'] (has {sorted(present)}); a chat "
+                                  "conversation goes in a 'messages' column")
         return check
     seen: dict[str, int] = {}
     for i, r in enumerate(rows):
