@@ -10,7 +10,8 @@ model), or with ``chat_template: off``, sees the prompt text as it is and stops 
 
 A prompt that is a conversation (a prompts file's ``messages`` column) travels through the
 tables as its canonical JSON text (``messages_prompt``); a one-turn user conversation is the
-plain prompt text itself.
+plain prompt text itself. So a prompt text that is such a JSON list of exactly {role, content}
+objects is read back as that conversation (``as_messages``).
 """
 
 from __future__ import annotations
