@@ -153,3 +153,29 @@ def test_preflight_measures_the_templated_prompt(tiny_chat_policy, tmp_path):
                         "template) plus up to 9 new ones exceed the policy's context of 128"]
     settings["policy"]["chat_template"] = "off"
     assert preflight(RunContext(config_from_dict(settings), tmp_path / "home")) == []
+
+
+def test_a_messages_prompts_file_flows_into_generation_rows(tiny_chat_policy, tmp_path):
+    from rs_pipeline.steps import bootstrap, sampling
+
+    system = {"role": "system", "content": "Reverse it."}
+    rows = [{"messages": [system, {"role": "user", "content": p}]} for p in PROMPTS]
+    rows += [{"prompt": p} for p in ("0000=", "1111=", "2222=")]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ctx = RunContext(config_from_dict({
+        "task": {"name": "prompts_file", "prompts_path": str(path), "eval_size": 1,
+                 "gate_size": 1, "round_size": 3},
+        "policy": {"base_path": str(tiny_chat_policy)},
+        "generation": {"n": 2, "max_new_tokens": 10}}), tmp_path / "home")
+    pool, held, _ = bootstrap.prompt_sets(ctx)
+    base, _ = bootstrap.base_policy(ctx, pool)
+    gens, _ = sampling.generations(ctx, pool, base, "r0001")
+    assert gens.num_rows == 2 * pool.num_rows
+    g = gens.to_pydict()
+    for prompt, rendered in zip(g["prompt"], g["rendered_prompt"]):
+        messages = as_messages(prompt)
+        assert rendered == "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n"
+                                   for m in messages) + "<|im_start|>assistant\n"
+    convo = [p for p in pool.column("prompt").to_pylist() if p.startswith("[")]
+    assert convo and all(as_messages(p)[0] == system for p in convo)
