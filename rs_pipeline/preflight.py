@@ -15,6 +15,7 @@ from rs_pipeline.context import RunContext
 from rs_pipeline.errors import InputError
 from rs_pipeline.inputs import FileCheck, check_judgements_file, check_prompts_file
 from rs_pipeline.modeling import build_char_tokenizer, load_tokenizer
+from rs_pipeline.preference_inputs import context_length, encode
 
 
 def preflight(ctx: RunContext) -> list[str]:
@@ -39,10 +40,13 @@ def preflight(ctx: RunContext) -> list[str]:
     if policy is None and not s.policy.base_path:  # the demo model, built from the task
         policy = (build_char_tokenizer(ctx.task.alphabet), s.policy.n_positions)
         _symbols(rows, set(ctx.task.alphabet), where, problems)
-    if policy is not None:
-        _lengths(rows, *policy, new, "policy", where, problems)
-    if reward is not None:
-        _lengths(rows, *reward, new, "preference model", where, problems)
+    texts = [t for _, t in rows]
+    if policy is not None and rows:
+        ids = policy[0](texts, add_special_tokens=False)["input_ids"]
+        _lengths(rows, ids, *policy, new, "policy", where, problems)
+    if reward is not None and rows:  # as the preference model reads them: with special tokens
+        ids = [r["input_ids"] for r in encode(reward[0], texts, [""] * len(texts))]
+        _lengths(rows, ids, *reward, new, "preference model", where, problems)
     return problems
 
 
@@ -78,10 +82,7 @@ def _model(path: str | None, setting: str, problems: list[str]):
     except Exception as exc:  # noqa: BLE001 - reported naming the folder
         problems.append(f"setting {setting}: {path} does not load ({type(exc).__name__}: {exc})")
         return None
-    context = next((getattr(config, k) for k in ("max_position_embeddings", "n_positions",
-                                                  "max_seq_len") if getattr(config, k, None)),
-                   None) or getattr(tokenizer, "model_max_length", None)
-    return tokenizer, context
+    return tokenizer, context_length(config, tokenizer)
 
 
 def _symbols(rows, alphabet: set[str], where: str, problems: list[str]) -> None:
@@ -92,13 +93,11 @@ def _symbols(rows, alphabet: set[str], where: str, problems: list[str]) -> None:
                             f"demo model's vocabulary {''.join(sorted(alphabet))!r}")
 
 
-def _lengths(rows, tokenizer, context: int | None, new_tokens: int, who: str, where: str,
-             problems: list[str]) -> None:
-    """Each prompt fits ``who``'s context with room for ``new_tokens``, and encodes to no unknown
-    or padding token (a tokenizer whose unknown token is its padding hides lost symbols)."""
-    if not rows:
-        return
-    encoded = tokenizer([t for _, t in rows], add_special_tokens=False)["input_ids"]
+def _lengths(rows, encoded: list[list[int]], tokenizer, context: int | None, new_tokens: int,
+             who: str, where: str, problems: list[str]) -> None:
+    """Each prompt (``encoded`` as ``who`` reads it) fits ``who``'s context with room for
+    ``new_tokens``, and encodes to no unknown or padding token (a tokenizer whose unknown token is
+    its padding hides lost symbols)."""
     lost = {i for i in (tokenizer.unk_token_id, tokenizer.pad_token_id) if i is not None}
     for (row, _), ids in zip(rows, encoded):
         if context and len(ids) + new_tokens > context:
