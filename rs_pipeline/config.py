@@ -29,6 +29,19 @@ def _f(default: Any, doc: str, **bounds: float):
 
 
 @dataclass
+class LoraConfig:
+    """Low-rank adapters (peft) instead of full fine-tuning; merged into the weights after
+    training, so every checkpoint stays a plain Hugging Face folder."""
+
+    enabled: bool = _f(False, "Train LoRA adapters (base weights frozen), then merge them.")
+    r: int = _f(8, "LoRA rank.", ge=1)
+    alpha: float = _f(16.0, "LoRA scaling numerator (the update is scaled by alpha / r).", gt=0)
+    dropout: float = _f(0.0, "Dropout on the adapters' input.", ge=0, lt=1)
+    target_modules: str = _f("auto", "'auto' (peft's per-architecture default), 'all-linear', or "
+                             "comma-separated module names.")
+
+
+@dataclass
 class TaskConfig:
     """Where prompts come from and how many each split and round gets."""
 
@@ -86,6 +99,7 @@ class PreferenceConfig:
     batch_size: int = _f(64, "Pairs per training batch.", ge=1)
     heldout_fraction: float = _f(0.1, "Share of labelled pairs held out for pair accuracy.",
                                  gt=0, lt=1)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass
@@ -115,6 +129,7 @@ class SFTConfig:
     epochs: float = _f(1.0, "Epochs over the kept set (budget in epochs, never seconds).", gt=0)
     learning_rate: float = _f(5e-4, "Peak learning rate (linear decay).", gt=0)
     batch_size: int = _f(64, "Rows per batch.", ge=1)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass
