@@ -7,11 +7,14 @@ plain Hugging Face folder (no adapter files) and its content id is over the merg
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Literal
 
+import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from rs_pipeline.config import LoraConfig
 from rs_pipeline.errors import InputError
@@ -31,13 +34,36 @@ def targets(setting: str) -> str | list[str] | None:
 def wrap(model, lora: LoraConfig, task_type: TaskType, setting: str) -> PeftModel:
     """``model`` with fresh LoRA adapters; only they (and a classifier's head) are trainable.
     ``setting`` names the config section in errors (e.g. 'sft.lora')."""
+    wanted = targets(lora.target_modules)
     config = PeftLoraConfig(task_type=task_type, r=lora.r, lora_alpha=lora.alpha,
-                            lora_dropout=lora.dropout, target_modules=targets(lora.target_modules))
-    try:
-        return get_peft_model(model, config)
-    except ValueError as exc:  # unknown architecture or module names: the user's setting
-        raise InputError(f"setting {setting}.target_modules: {lora.target_modules!r} does not fit "
-                         f"the {type(model).__name__} model ({exc})") from None
+                            lora_dropout=lora.dropout, target_modules=wanted)
+    names = [n for n, _ in model.named_modules()]
+    unknown = [t for t in wanted if not any(n == t or n.endswith(f".{t}") for n in names)] \
+        if isinstance(wanted, list) else []
+    problem = f"no module is named {', '.join(unknown)}" if unknown else None
+    if problem is None:
+        try:
+            return get_peft_model(model, config)
+        except ValueError as exc:  # an architecture peft has no default for, ...
+            problem = str(exc)
+    raise InputError(f"setting {setting}.target_modules: {lora.target_modules!r} does not fit the "
+                     f"{type(model).__name__} model ({problem})")
+
+
+def problem(config, lora: LoraConfig, task_type: TaskType, setting: str) -> str | None:
+    """Why ``lora`` cannot wrap a model of this ``config``, or None: tried on a skeleton without
+    weights (meta device), so preflight can say it before any model work."""
+    if not lora.enabled:
+        return None
+    config = copy.deepcopy(config)
+    config.num_labels = 1
+    auto = AutoModelForCausalLM if task_type == "CAUSAL_LM" else AutoModelForSequenceClassification
+    with torch.device("meta"):
+        try:
+            wrap(auto.from_config(config), lora, task_type, setting)
+        except InputError as exc:
+            return str(exc)
+    return None
 
 
 def usage(peft_model: PeftModel) -> LoraUse:

@@ -34,16 +34,21 @@ def build_char_tokenizer(alphabet: str) -> PreTrainedTokenizerFast:
     return tok
 
 
-def build_tiny_gpt2(tokenizer: PreTrainedTokenizerFast, n_layer: int, n_embd: int, n_head: int,
-                    n_positions: int, seed: int) -> GPT2LMHeadModel:
-    torch.manual_seed(seed)
-    config = GPT2Config(
+def tiny_gpt2_config(tokenizer: PreTrainedTokenizerFast, n_layer: int, n_embd: int, n_head: int,
+                     n_positions: int) -> GPT2Config:
+    """The demo policy's architecture."""
+    return GPT2Config(
         vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
         activation_function="gelu",
         n_head=n_head, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
     )
-    return GPT2LMHeadModel(config)
+
+
+def build_tiny_gpt2(tokenizer: PreTrainedTokenizerFast, n_layer: int, n_embd: int, n_head: int,
+                    n_positions: int, seed: int) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(tiny_gpt2_config(tokenizer, n_layer, n_embd, n_head, n_positions))
 
 
 def _check_folder(path: str | Path, what: str) -> Path:

@@ -14,7 +14,7 @@ import uuid
 from rs_pipeline.context import RunContext
 from rs_pipeline.errors import InputError
 from rs_pipeline.inputs import FileCheck, check_judgements_file, check_prompts_file
-from rs_pipeline.modeling import build_char_tokenizer, load_tokenizer
+from rs_pipeline.modeling import build_char_tokenizer, load_tokenizer, tiny_gpt2_config
 from rs_pipeline.preference_inputs import context_length, encode
 
 
@@ -38,16 +38,31 @@ def preflight(ctx: RunContext) -> list[str]:
         rows, where = list(enumerate(ctx.task.prompts())), f"task {ctx.task.name!r} prompt"
     new = ctx.sampling.max_new_tokens
     if policy is None and not s.policy.base_path:  # the demo model, built from the task
-        policy = (build_char_tokenizer(ctx.task.alphabet), s.policy.n_positions)
+        tok, p = build_char_tokenizer(ctx.task.alphabet), s.policy
+        policy = (tok, p.n_positions, tiny_gpt2_config(tok, p.n_layer, p.n_embd, p.n_head,
+                                                       p.n_positions))
         _symbols(rows, set(ctx.task.alphabet), where, problems)
     texts = [t for _, t in rows]
     if policy is not None and rows:
         ids = policy[0](texts, add_special_tokens=False)["input_ids"]
-        _lengths(rows, ids, *policy, new, "policy", where, problems)
+        _lengths(rows, ids, *policy[:2], new, "policy", where, problems)
     if reward is not None and rows:  # as the preference model reads them: with special tokens
         ids = [r["input_ids"] for r in encode(reward[0], texts, [""] * len(texts))]
-        _lengths(rows, ids, *reward, new, "preference model", where, problems)
+        _lengths(rows, ids, *reward[:2], new, "preference model", where, problems)
+    _lora(s.sft.lora, policy, "CAUSAL_LM", "sft.lora", problems)
+    _lora(s.preference.lora, reward or (None if s.preference.base_path else policy), "SEQ_CLS",
+          "preference.lora", problems)
     return problems
+
+
+def _lora(settings, model, task_type: str, setting: str, problems: list[str]) -> None:
+    """LoRA's target modules fit the model it will wrap (tried on a weightless skeleton)."""
+    if settings.enabled and model is not None:
+        from rs_pipeline.lora import problem  # imports peft: only when LoRA is on
+
+        found = problem(model[2], settings, task_type, setting)
+        if found:
+            problems.append(found)
 
 
 def require(ctx: RunContext) -> None:
@@ -71,7 +86,8 @@ def _storage(ctx: RunContext) -> list[str]:
 
 
 def _model(path: str | None, setting: str, problems: list[str]):
-    """(tokenizer, context length) of a model folder, or None (a problem noted if it fails)."""
+    """(tokenizer, context length, config) of a model folder, or None (a problem noted if it
+    fails)."""
     if not path:
         return None
     from transformers import AutoConfig
@@ -82,7 +98,7 @@ def _model(path: str | None, setting: str, problems: list[str]):
     except Exception as exc:  # noqa: BLE001 - reported naming the folder
         problems.append(f"setting {setting}: {path} does not load ({type(exc).__name__}: {exc})")
         return None
-    return tokenizer, context_length(config, tokenizer)
+    return tokenizer, context_length(config, tokenizer), config
 
 
 def _symbols(rows, alphabet: set[str], where: str, problems: list[str]) -> None:

@@ -6,10 +6,12 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from rs_pipeline.config import LoraConfig, config_from_dict
+from rs_pipeline.context import RunContext
 from rs_pipeline.errors import InputError
 from rs_pipeline.lora import fine_tune
 from rs_pipeline.modeling import load_policy, load_preference, preference_from_policy
 from rs_pipeline.preference import pair_accuracy, score, train_preference
+from rs_pipeline.preflight import preflight
 from rs_pipeline.records import LoraUse, PolicyCheckpoint, from_dict, to_dict
 from rs_pipeline.tasks import get_task
 from rs_pipeline.training import train_on_completions
@@ -126,3 +128,19 @@ def test_lora_settings_load_checked_and_records_stay_backward_compatible():
         trainable_params=10, total_params=100))
     assert from_dict(PolicyCheckpoint, to_dict(rec)) == rec
     assert rec.lora.summary() == "r=4 alpha=8 dropout=0 targets=c_attn trainable=10/100"
+
+
+def test_preflight_refuses_lora_targets_that_fit_neither_model(minilm_base, tmp_path):
+    settings = config_from_dict({
+        "sft": {"lora": {"enabled": True, "target_modules": "c_attn,q_proj"}},
+        "preference": {"base_path": str(minilm_base),
+                       "lora": {"enabled": True, "target_modules": "c_attn"}}})
+    problems = preflight(RunContext(settings, tmp_path))
+    assert [p for p in problems if ".lora." in p] == [
+        "setting sft.lora.target_modules: 'c_attn,q_proj' does not fit the GPT2LMHeadModel model "
+        "(no module is named q_proj)",
+        "setting preference.lora.target_modules: 'c_attn' does not fit the "
+        "BertForSequenceClassification model (no module is named c_attn)"]
+    fine = config_from_dict({"sft": {"lora": {"enabled": True, "target_modules": "all-linear"}},
+                             "preference": {"lora": {"enabled": True}}})
+    assert not [p for p in preflight(RunContext(fine, tmp_path)) if ".lora." in p]
