@@ -1,6 +1,7 @@
 """LoRA: only adapters (and a classifier's head) train, the merged model is a plain checkpoint
 that computes what the adapted model computed."""
 
+import datasets
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -144,3 +145,48 @@ def test_preflight_refuses_lora_targets_that_fit_neither_model(minilm_base, tmp_
     fine = config_from_dict({"sft": {"lora": {"enabled": True, "target_modules": "all-linear"}},
                              "preference": {"lora": {"enabled": True}}})
     assert not [p for p in preflight(RunContext(fine, tmp_path)) if ".lora." in p]
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_an_interrupted_lora_run_resumes_to_the_same_merged_weights(tiny_policy, tmp_path):
+    from transformers import Trainer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from rs_pipeline.lora import wrap
+    from rs_pipeline.training import encode_completions, run_trainer
+
+    class CrashAtStep3(Trainer):
+        def training_step(self, *args, **kwargs):
+            if self.state.global_step == 3:
+                raise _Crash
+            return super().training_step(*args, **kwargs)
+
+    task = get_task("rev8")
+    prompts = task.prompts()[4000:4128]
+    _, tok = load_policy(tiny_policy)
+    rows = datasets.Dataset.from_list(
+        encode_completions(tok, prompts, [task.answer(p) for p in prompts]))
+    collator = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id,
+                                               return_position_ids=False)
+
+    def train(folder, trainer_cls=Trainer):
+        torch.manual_seed(0)
+        model = wrap(load_policy(tiny_policy)[0], ON, "CAUSAL_LM", "sft.lora")
+        metrics = run_trainer(model, rows, collator, trainer_cls=trainer_cls, lr=5e-3,
+                              batch_size=32, seed=0, epochs=1, checkpoint_dir=folder,
+                              checkpoint_steps=2)
+        return model.merge_and_unload(), metrics
+
+    whole, _ = train(tmp_path / "a")
+    with pytest.raises(_Crash):
+        train(tmp_path / "b", CrashAtStep3)
+    resumed, metrics = train(tmp_path / "b")
+    assert metrics["resumed_from_step"] == 2 and metrics["steps"] == 4
+    base = load_policy(tiny_policy)[0].state_dict()
+    assert not torch.equal(whole.state_dict()["transformer.h.0.attn.c_attn.weight"],
+                           base["transformer.h.0.attn.c_attn.weight"])
+    for key, value in whole.state_dict().items():
+        assert torch.allclose(resumed.state_dict()[key], value, atol=1e-6), key
