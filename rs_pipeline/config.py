@@ -87,7 +87,8 @@ class PreferenceConfig:
     seed_pairs: int = _f(6000, "Synthetic labelled pairs for the first preference model.", ge=2)
     seed_labels_path: str | None = _f(None, "Parquet of human seed judgements (replaces seed_pairs).")
     base_path: str | None = _f(
-        None, "Local sequence-classifier folder to start from (else the policy).")
+        None, "Local sequence-classifier folder to start from (else the policy); "
+        "tools/preference_base.py builds one from an encoder.")
     seed_epochs: float = _f(2.0, "Epochs over the seed pairs.", gt=0)
     pairs_per_round: int = _f(2000, "On-policy pairs of distinct completions labelled per round.", ge=1)
     pair_strategy: PairStrategy = _f("top_vs_other", "'top_vs_other' (previous model's favourite "
