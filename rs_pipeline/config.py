@@ -30,6 +30,19 @@ def _f(default: Any, doc: str, **bounds: float):
 
 
 @dataclass
+class LoraConfig:
+    """Low-rank adapters (peft) instead of full fine-tuning; merged into the weights after
+    training, so every checkpoint stays a plain Hugging Face folder."""
+
+    enabled: bool = _f(False, "Train LoRA adapters (base weights frozen), then merge them.")
+    r: int = _f(8, "LoRA rank.", ge=1)
+    alpha: float = _f(16.0, "LoRA scaling numerator (the update is scaled by alpha / r).", gt=0)
+    dropout: float = _f(0.0, "Dropout on the adapters' input.", ge=0, lt=1)
+    target_modules: str = _f("auto", "'auto' (peft's per-architecture default), 'all-linear', or "
+                             "comma-separated module names.")
+
+
+@dataclass
 class TaskConfig:
     """Where prompts come from and how many each split and round gets."""
 
@@ -78,7 +91,8 @@ class PreferenceConfig:
     seed_pairs: int = _f(6000, "Synthetic labelled pairs for the first preference model.", ge=2)
     seed_labels_path: str | None = _f(None, "Parquet of human seed judgements (replaces seed_pairs).")
     base_path: str | None = _f(
-        None, "Local sequence-classifier folder to start from (else the policy).")
+        None, "Local sequence-classifier folder to start from (else the policy); "
+        "tools/preference_base.py builds one from an encoder.")
     seed_epochs: float = _f(2.0, "Epochs over the seed pairs.", gt=0)
     pairs_per_round: int = _f(2000, "On-policy pairs of distinct completions labelled per round.", ge=1)
     pair_strategy: PairStrategy = _f("top_vs_other", "'top_vs_other' (previous model's favourite "
@@ -90,6 +104,7 @@ class PreferenceConfig:
     batch_size: int = _f(64, "Pairs per training batch.", ge=1)
     heldout_fraction: float = _f(0.1, "Share of labelled pairs held out for pair accuracy.",
                                  gt=0, lt=1)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass
@@ -119,6 +134,7 @@ class SFTConfig:
     epochs: float = _f(1.0, "Epochs over the kept set (budget in epochs, never seconds).", gt=0)
     learning_rate: float = _f(5e-4, "Peak learning rate (linear decay).", gt=0)
     batch_size: int = _f(64, "Rows per batch.", ge=1)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass

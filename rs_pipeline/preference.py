@@ -14,10 +14,9 @@ import datasets
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
-from trl.trainer.reward_trainer import DataCollatorForPreference
-from trl.trainer.utils import pad
 
 from rs_pipeline.pairs import LabelledPair
+from rs_pipeline.preference_inputs import context_length, encode, pad_rows
 from rs_pipeline.training import run_trainer
 
 
@@ -26,14 +25,14 @@ def bt_loss(r_a: torch.Tensor, r_b: torch.Tensor, hp: torch.Tensor) -> torch.Ten
     return F.binary_cross_entropy_with_logits(r_a - r_b, hp.to(r_a.dtype))
 
 
-def _encode(tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> list[list[int]]:
-    p = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    c = tokenizer(list(completions), add_special_tokens=False)["input_ids"]
-    return [a + b + [tokenizer.eos_token_id] for a, b in zip(p, c)]
+def _encode(model, tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> list[dict]:
+    return encode(tokenizer, prompts, completions, context_length(model.config, tokenizer))
 
 
-def rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
+def rewards(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One reward per row of a padded batch (``input_ids``, ``attention_mask``, segment ids)."""
+    keys = ("input_ids", "attention_mask", "token_type_ids")
+    return model(**{k: batch[k] for k in keys if k in batch}).logits[:, 0]
 
 
 class BradleyTerryTrainer(Trainer):
@@ -41,18 +40,20 @@ class BradleyTerryTrainer(Trainer):
     the loss is the soft-label BT loss (the one custom piece of preference training)."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        r = rewards(model, inputs["input_ids"], inputs["attention_mask"])
+        r = rewards(model, inputs)
         half = r.shape[0] // 2
         loss = bt_loss(r[:half], r[half:], inputs["hp"])
         return (loss, {"rewards": r}) if return_outputs else loss
 
 
 @dataclass
-class SoftPairCollator(DataCollatorForPreference):
-    """TRL's pair collator (A then B, right-padded) carrying each pair's soft label ``hp``."""
+class SoftPairCollator:
+    """Pairs into one right-padded batch (every A, then every B) with each pair's soft label."""
 
-    def torch_call(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        out = super().torch_call(examples)
+    pad_token_id: int
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        out = pad_rows([e["a"] for e in examples] + [e["b"] for e in examples], self.pad_token_id)
         out["hp"] = torch.tensor([e["hp"] for e in examples], dtype=torch.float32)
         return out
 
@@ -64,8 +65,8 @@ def train_preference(model, tokenizer, pairs: Sequence[LabelledPair], *, epochs:
         raise ValueError("no labelled pairs to train the preference model on")
     prompts = [p[0] for p in pairs]
     rows = datasets.Dataset.from_dict({
-        "chosen_ids": _encode(tokenizer, prompts, [p[1] for p in pairs]),
-        "rejected_ids": _encode(tokenizer, prompts, [p[2] for p in pairs]),
+        "a": _encode(model, tokenizer, prompts, [p[1] for p in pairs]),
+        "b": _encode(model, tokenizer, prompts, [p[2] for p in pairs]),
         "hp": [float(p[3]) for p in pairs]})
     model.config.pad_token_id = tokenizer.pad_token_id
     return run_trainer(model, rows, SoftPairCollator(pad_token_id=tokenizer.pad_token_id),
@@ -73,21 +74,15 @@ def train_preference(model, tokenizer, pairs: Sequence[LabelledPair], *, epochs:
                        epochs=epochs, **checkpointing)
 
 
-def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = [torch.tensor(x) for x in seqs]
-    return pad(ids, padding_value=pad_id), pad([torch.ones_like(x) for x in ids], padding_value=0)
-
-
 @torch.no_grad()
 def score(model, tokenizer, prompts: Sequence[str], completions: Sequence[str],
           batch_size: int = 1024) -> list[float]:
     """The reward of each (prompt, completion)."""
     model.eval()
-    seqs = _encode(tokenizer, prompts, completions)
+    rows = _encode(model, tokenizer, prompts, completions)
     out: list[float] = []
-    for i in range(0, len(seqs), batch_size):
-        ids, mask = _pad(seqs[i : i + batch_size], tokenizer.pad_token_id)
-        out.extend(rewards(model, ids, mask).tolist())
+    for i in range(0, len(rows), batch_size):
+        out.extend(rewards(model, pad_rows(rows[i : i + batch_size], tokenizer.pad_token_id)).tolist())
     return out
 
 

@@ -15,7 +15,8 @@ from rs_pipeline.chat import render_text, uses_template
 from rs_pipeline.context import RunContext
 from rs_pipeline.errors import InputError
 from rs_pipeline.inputs import FileCheck, check_judgements_file, check_prompts_file
-from rs_pipeline.modeling import build_char_tokenizer, load_tokenizer
+from rs_pipeline.modeling import build_char_tokenizer, load_tokenizer, tiny_gpt2_config
+from rs_pipeline.preference_inputs import context_length, encode
 
 
 def preflight(ctx: RunContext) -> list[str]:
@@ -38,13 +39,36 @@ def preflight(ctx: RunContext) -> list[str]:
         rows, where = list(enumerate(ctx.task.prompts())), f"task {ctx.task.name!r} prompt"
     new = ctx.sampling.max_new_tokens
     if policy is None and not s.policy.base_path:  # the demo model, built from the task
-        policy = (build_char_tokenizer(ctx.task.alphabet), s.policy.n_positions)
+        tok, p = build_char_tokenizer(ctx.task.alphabet), s.policy
+        policy = (tok, p.n_positions, tiny_gpt2_config(tok, p.n_layer, p.n_embd, p.n_head,
+                                                       p.n_positions))
         _symbols(rows, set(ctx.task.alphabet), where, problems)
-    if policy is not None:
-        _lengths(rows, *policy, new, "policy", where, problems, s.policy.chat_template)
-    if reward is not None:
-        _lengths(rows, *reward, new, "preference model", where, problems)
+    texts = [t for _, t in rows]
+    if policy is not None and rows:
+        tok, mode = policy[0], s.policy.chat_template
+        ids = tok(texts, add_special_tokens=False)["input_ids"]
+        templated = uses_template(tok, mode)
+        seen = (tok(render_text(tok, texts, mode), add_special_tokens=False)["input_ids"]
+                if templated else ids)
+        _lengths(rows, ids, seen, *policy[:2], new, "policy", where, problems,
+                 " (with its chat template)" if templated else "")
+    if reward is not None and rows:  # as the preference model reads them: with special tokens
+        ids = [r["input_ids"] for r in encode(reward[0], texts, [""] * len(texts))]
+        _lengths(rows, ids, ids, *reward[:2], new, "preference model", where, problems)
+    _lora(s.sft.lora, policy, "CAUSAL_LM", "sft.lora", problems)
+    _lora(s.preference.lora, reward or (None if s.preference.base_path else policy), "SEQ_CLS",
+          "preference.lora", problems)
     return problems
+
+
+def _lora(settings, model, task_type: str, setting: str, problems: list[str]) -> None:
+    """LoRA's target modules fit the model it will wrap (tried on a weightless skeleton)."""
+    if settings.enabled and model is not None:
+        from rs_pipeline.lora import problem  # imports peft: only when LoRA is on
+
+        found = problem(model[2], settings, task_type, setting)
+        if found:
+            problems.append(found)
 
 
 def require(ctx: RunContext) -> None:
@@ -68,7 +92,8 @@ def _storage(ctx: RunContext) -> list[str]:
 
 
 def _model(path: str | None, setting: str, problems: list[str]):
-    """(tokenizer, context length) of a model folder, or None (a problem noted if it fails)."""
+    """(tokenizer, context length, config) of a model folder, or None (a problem noted if it
+    fails)."""
     if not path:
         return None
     from transformers import AutoConfig
@@ -79,10 +104,7 @@ def _model(path: str | None, setting: str, problems: list[str]):
     except Exception as exc:  # noqa: BLE001 - reported naming the folder
         problems.append(f"setting {setting}: {path} does not load ({type(exc).__name__}: {exc})")
         return None
-    context = next((getattr(config, k) for k in ("max_position_embeddings", "n_positions",
-                                                  "max_seq_len") if getattr(config, k, None)),
-                   None) or getattr(tokenizer, "model_max_length", None)
-    return tokenizer, context
+    return tokenizer, context_length(config, tokenizer), config
 
 
 def _symbols(rows, alphabet: set[str], where: str, problems: list[str]) -> None:
@@ -93,19 +115,13 @@ def _symbols(rows, alphabet: set[str], where: str, problems: list[str]) -> None:
                             f"demo model's vocabulary {''.join(sorted(alphabet))!r}")
 
 
-def _lengths(rows, tokenizer, context: int | None, new_tokens: int, who: str, where: str,
-             problems: list[str], chat_template: str | None = None) -> None:
-    """Each prompt fits ``who``'s context with room for ``new_tokens`` (as the policy sees it:
-    through its chat template when ``chat_template`` says so), and encodes to no unknown or
-    padding token (a tokenizer whose unknown token is its padding hides lost symbols)."""
-    if not rows:
-        return
-    texts = [t for _, t in rows]
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    templated = chat_template is not None and uses_template(tokenizer, chat_template)
-    seen = (tokenizer(render_text(tokenizer, texts, chat_template),
-                      add_special_tokens=False)["input_ids"] if templated else encoded)
-    how = " (with its chat template)" if templated else ""
+def _lengths(rows, encoded: list[list[int]], seen: list[list[int]], tokenizer,
+             context: int | None, new_tokens: int, who: str, where: str, problems: list[str],
+             how: str = "") -> None:
+    """Each prompt fits ``who``'s context with room for ``new_tokens`` (``seen``: the ids as
+    ``who`` reads them, through a chat template or with special tokens), and ``encoded`` holds
+    no unknown or padding token (a tokenizer whose unknown token is its padding hides lost
+    symbols)."""
     lost = {i for i in (tokenizer.unk_token_id, tokenizer.pad_token_id) if i is not None}
     for (row, _), ids, full in zip(rows, encoded, seen):
         if context and len(full) + new_tokens > context:

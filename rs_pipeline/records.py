@@ -16,6 +16,24 @@ from typing import Any, Literal
 
 
 @dataclass(frozen=True)
+class LoraUse:
+    """How a checkpoint was trained with LoRA (adapters merged into its weights afterwards)."""
+
+    r: int
+    alpha: float
+    dropout: float
+    target_modules: list[str]
+    modules_to_save: list[str]
+    trainable_params: int
+    total_params: int
+
+    def summary(self) -> str:
+        return (f"r={self.r} alpha={self.alpha:g} dropout={self.dropout:g} "
+                f"targets={','.join(self.target_modules)} "
+                f"trainable={self.trainable_params}/{self.total_params}")
+
+
+@dataclass(frozen=True)
 class PolicyCheckpoint:
     """A policy checkpoint: the base policy (``round`` None) or a round's candidate."""
 
@@ -28,6 +46,8 @@ class PolicyCheckpoint:
     source: str = "sft"
     train_loss: float | None = None
     mlflow_version: str | None = None
+    #: Set when the SFT trained LoRA adapters (merged into this checkpoint's weights).
+    lora: LoraUse | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +68,8 @@ class PreferenceCheckpoint:
     mlflow_version: str | None = None
     #: Set when a round kept its previous model: why the refresh was skipped.
     skipped_reason: str | None = None
+    #: Set when training used LoRA adapters (merged into this checkpoint's weights).
+    lora: LoraUse | None = None
 
 
 @dataclass(frozen=True)

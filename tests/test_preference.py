@@ -2,9 +2,10 @@ import math
 
 import torch
 
-from rs_pipeline.modeling import preference_from_policy
+from rs_pipeline.modeling import load_preference, preference_from_policy
 from rs_pipeline.preference import bt_loss, pair_accuracy, score, train_preference
 from rs_pipeline.tasks import get_task
+from tests.conftest import sentiment_pairs
 
 
 def _sig(x):
@@ -49,3 +50,15 @@ def test_preference_model_learns_to_rank_right_over_bugged(tiny_policy):
     assert after >= 0.9 and after > before
     r = score(model, tok, [held[0][0]] * 2, [held[0][1], held[0][2]])
     assert r[0] > r[1]
+
+
+def test_a_minilm_preference_model_trains_and_scores_text(minilm_base):
+    """A BERT-style encoder (no EOS, its own [CLS]/[SEP]) as the preference model."""
+    train, held = sentiment_pairs()
+    model, tok = load_preference(minilm_base)
+    before = pair_accuracy(model, tok, held)
+    metrics = train_preference(model, tok, train, epochs=1, lr=2e-4, batch_size=16, seed=0)
+    assert metrics["steps"] == 4 and before < 0.5
+    assert pair_accuracy(model, tok, held) >= 0.9
+    good, bad = score(model, tok, ["How was the trip?"] * 2, ["It was lovely.", "It was lousy."])
+    assert good > bad

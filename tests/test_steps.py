@@ -4,9 +4,11 @@ import dataclasses
 
 import pytest
 
-from rs_pipeline.config import config_from_dict, merge
+from rs_pipeline import preflight
+from rs_pipeline.config import LoraConfig, config_from_dict, merge
 from rs_pipeline.context import RunContext
 from rs_pipeline.ids import sample_seed, table_version
+from rs_pipeline.preference import score
 from rs_pipeline.steps import bootstrap, evaluation, judging, sampling, selection, training
 from tests.conftest import TINY
 
@@ -116,3 +118,39 @@ def test_evaluation_compares_candidate_and_champion_and_promotion_follows_the_ga
     assert evaluation.promote(passed, steps["cand"]).previous_champion_id == steps["base"].id
     with pytest.raises(ValueError, match="was not passed by the gate"):
         evaluation.promote(refused, steps["cand"])
+
+
+def test_seed_preference_model_from_minilm_with_lora_is_recorded_and_loads(tiny_policy, minilm_base,
+                                                                           tmp_path):
+    """A BERT-style base (``preference.base_path``) trained through LoRA adapters: preflight
+    passes, the record says how, and the merged checkpoint loads under its content id."""
+    settings = merge(TINY, {"policy": {"base_path": str(tiny_policy)}, "preference": {
+        "base_path": str(minilm_base), "seed_pairs": 64, "seed_epochs": 1.0,
+        "seed_learning_rate": 2e-3, "lora": {"enabled": True, "r": 4}}})
+    ctx = RunContext(config_from_dict(settings), tmp_path)
+    preflight.require(ctx)
+    pool, _, _ = bootstrap.prompt_sets(ctx)
+    base, _ = bootstrap.base_policy(ctx, pool)
+    seed_table, _ = bootstrap.seed_preferences(ctx, pool)
+    rm, metrics = judging.train_seed_preference(ctx, base, seed_table)
+    assert rm.lora.r == 4 and rm.lora.target_modules == ["query", "value"]
+    assert 0 <= metrics["seed_pref/pair_acc"] <= 1 and rm.train_pairs > 0
+    model, tok = ctx.load_preference(rm)  # verifies the merged weights' content id
+    assert type(model).__name__ == "BertForSequenceClassification"
+    rewards = score(model, tok, ["0120=", "0120="], ["0210", "2100"])
+    assert len(rewards) == 2 and rewards[0] != rewards[1]
+
+
+def test_sft_with_lora_records_it_and_saves_a_merged_plain_checkpoint(steps, tmp_path):
+    ctx = steps["ctx"]
+    sft = dataclasses.replace(ctx.settings.sft, lora=LoraConfig(enabled=True, r=2))
+    lora_ctx = RunContext(dataclasses.replace(ctx.settings, sft=sft), ctx.home)
+    cand, metrics = training.train_candidate(lora_ctx, steps["sft"], steps["base"], "r0001")
+    assert cand.lora.target_modules == ["c_attn"] and cand.lora.r == 2
+    assert metrics["sft/lora_trainable_params"] == cand.lora.trainable_params
+    assert steps["cand"].lora is None and cand.id not in (steps["cand"].id, steps["base"].id)
+    assert cand.parent_id == steps["base"].id
+    folder = lora_ctx.checkpoints.local_dir(cand.path)
+    assert not (folder / "adapter_config.json").exists()
+    model, _ = lora_ctx.load_policy(cand)  # a plain causal LM, verified against its content id
+    assert type(model).__name__ == "GPT2LMHeadModel"

@@ -106,6 +106,7 @@ class Lineage:
         return {
             "policy_id": policy_id, "parent_policy_id": rec.parent_id, "round": key,
             "sft_dataset_version": rec.sft_dataset_version,
+            "lora": rec.lora.summary() if rec.lora else None,
             "sft_dataset": {"asset": "sft_dataset", "round": key,
                             "version": rec.sft_dataset_version} if key else None,
             "promoted": bool(key and self.store.exists("promotion", key, "json")) or key is None,

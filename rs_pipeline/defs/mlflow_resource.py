@@ -145,7 +145,8 @@ class MlflowResource(dg.ConfigurableResource):
             return str(found[0].version)
         if not client.search_registered_models(f"name = '{name}'"):
             client.create_registered_model(name)
-        tags = {"model_id": record.id, "round": round_key, "parent_id": record.parent_id}
+        tags = {"model_id": record.id, "round": round_key, "parent_id": record.parent_id,
+                "lora": record.lora.summary() if record.lora else None}
         if isinstance(record, PolicyCheckpoint):
             tags["sft_dataset_version"] = record.sft_dataset_version
         else:

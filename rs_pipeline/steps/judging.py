@@ -12,6 +12,7 @@ import pyarrow as pa
 from rs_pipeline.annotation import SimulatedAnnotator
 from rs_pipeline.context import RunContext
 from rs_pipeline.ids import config_hash, derive_seed, seeded_rng, table_version
+from rs_pipeline.lora import fine_tune
 from rs_pipeline.modeling import load_preference, preference_from_policy
 from rs_pipeline.pairs import (
     LabelledPair,
@@ -37,17 +38,23 @@ def train_seed_preference(ctx: RunContext, base: PolicyCheckpoint, seed_table: p
         train, held = split_pairs(seed_table)
         model, tok = (load_preference(pc.base_path) if pc.base_path else
                       preference_from_policy(ctx.checkpoints.local_dir(base.path), cfg.seed))
-        metrics = train_preference(model, tok, train, epochs=pc.seed_epochs,
-                                   lr=pc.seed_learning_rate, batch_size=pc.batch_size,
-                                   seed=cfg.seed, **(resume.checkpointing() if resume else {}))
+        model, metrics, lora = _train(model, tok, train, pc, resume, epochs=pc.seed_epochs,
+                                      lr=pc.seed_learning_rate, seed=cfg.seed)
         model_id, path = ctx.checkpoints.save(model, tok, "preference", "rm")
         record = PreferenceCheckpoint(
             id=model_id, path=path, policy_init_id=base.id,
             labels_version=table_version(seed_table), train_pairs=len(train),
-            train_loss=metrics["train_loss"], pair_acc=pair_accuracy(model, tok, held))
+            train_loss=metrics["train_loss"], pair_acc=pair_accuracy(model, tok, held), lora=lora)
         ctx.checkpoints.remember("preference", key, record)
     return record, {"seed_pref/pair_acc": record.pair_acc,
                     "seed_pref/train_loss": record.train_loss}
+
+
+def _train(model, tok, pairs: Sequence[LabelledPair], pc, resume: Resume | None, **args):
+    """BT training of the preference model, through LoRA adapters with ``preference.lora``."""
+    return fine_tune(model, pc.lora, "SEQ_CLS", "preference.lora", lambda m: train_preference(
+        m, tok, pairs, batch_size=pc.batch_size, **args,
+        **(resume.checkpointing() if resume else {})))
 
 
 def label_round_pairs(generations: pa.Table, annotator, n_pairs: int, heldout_fraction: float,
@@ -117,9 +124,8 @@ def refresh_preference(ctx: RunContext, labels: pa.Table, previous: PreferenceCh
     replay = seeded_rng(cfg.seed, round_key, "replay").sample(replay, min(len(replay),
                                                                           pc.replay_pairs))
     model, tok = ctx.load_preference(previous)
-    metrics = train_preference(model, tok, train + replay, epochs=pc.epochs, lr=pc.learning_rate,
-                               batch_size=pc.batch_size, seed=cfg.seed,
-                               **(resume.checkpointing() if resume else {}))
+    model, metrics, lora = _train(model, tok, train + replay, pc, resume, epochs=pc.epochs,
+                                  lr=pc.learning_rate, seed=cfg.seed)
     acc = pair_accuracy(model, tok, held)
     acc_true = (pair_accuracy(model, tok, _verifier_pairs(ctx.task, held))
                 if ctx.task.has_verifier else None)
@@ -127,7 +133,7 @@ def refresh_preference(ctx: RunContext, labels: pa.Table, previous: PreferenceCh
     record = PreferenceCheckpoint(
         id=model_id, path=path, round=round_key, parent_id=previous.id,
         labels_version=table_version(labels), train_pairs=len(train), replay_pairs=len(replay),
-        train_loss=metrics["train_loss"], pair_acc=acc, pair_acc_verifier=acc_true)
+        train_loss=metrics["train_loss"], pair_acc=acc, pair_acc_verifier=acc_true, lora=lora)
     return record, {"pref/pair_acc": acc, "pref/pair_acc_verifier": acc_true,
                     "pref/train_loss": metrics["train_loss"], "pref/train_pairs": len(train),
                     "pref/replay_pairs": len(replay), "pref/refresh_skipped": 0}
