@@ -61,7 +61,7 @@ def wipe_home(path: Path) -> None:
 
 def write_demo_settings(home: Path, args) -> None:
     from rs_pipeline.config import config_from_dict, demo_config, load_config
-    from rs_pipeline.context import CONFIG_FILE_NAME
+    from rs_pipeline.context import CONFIG_FILE_NAME, require_settings
 
     target = home / CONFIG_FILE_NAME
     if args.config:
@@ -71,6 +71,7 @@ def write_demo_settings(home: Path, args) -> None:
         if args.selector == "verifier":  # keep only verified answers (RAFT/ReST filtering)
             overrides["selection"]["threshold"] = 0.5
         cfg = demo_config(args.task, **overrides)
+    require_settings(cfg, f"config file {args.config}" if args.config else "settings")
     if target.exists():
         current = config_from_dict(yaml.safe_load(target.read_text()) or {})
         if current != cfg:
@@ -166,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="bootstrap + N rounds through Dagster, then a table")
     demo.add_argument("--rounds", type=int, default=3)
-    demo.add_argument("--task", default="rev8", choices=["rev8", "addition"])
+    demo.add_argument("--task", default="rev8",
+                      help="rev8 (default), addition, a plug-in task's registered name or an "
+                           "import path package.module:TaskClass (see task.name)")
     demo.add_argument("--selector", choices=["preference", "verifier", "mix"], default=None)
     demo.add_argument("--config", help="YAML settings file (a real run) instead of a demo task")
     demo.add_argument("--home", default=HOME_DEFAULT, help="the Dagster home (default %(default)s)")

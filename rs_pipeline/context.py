@@ -164,9 +164,13 @@ def load_context(home: str | Path | None = None, config_file: str | None = None)
 @lru_cache(maxsize=16)
 def _load(home: Path, path: str | None, digest: str) -> RunContext:
     settings = load_config(path) if path else config_from_dict({})
+    require_settings(settings, f"settings {path}" if path else "settings")
+    return RunContext(settings, home)
+
+
+def require_settings(settings: PipelineConfig, where: str = "settings") -> None:
+    """Raise one ``InputError`` listing every ``check_settings`` problem (task name included)."""
     problems = check_settings(settings)
     if problems:
-        where = f"settings {path}" if path else "settings"
         raise InputError(f"{where}: " + problems[0] if len(problems) == 1 else
                          f"{where}: {len(problems)} problems:\n  " + "\n  ".join(problems))
-    return RunContext(settings, home)
