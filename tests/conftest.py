@@ -54,7 +54,9 @@ def tiny_policy(tmp_path_factory):
 
 # The gate's outcome is pinned, not left to float noise: any candidate passes (tolerance 1.0
 # on an accuracy, no hacking margin reachable), so both rounds are promoted on every machine.
-PROMOTE_ALL = {**TINY, "gate": {"tolerance": 1.0, "hacking_reward_margin": 1e9}}
+# DPO pairs at any margin: the tiny preference model's scores rarely differ by the default 0.5.
+PROMOTE_ALL = {**TINY, "gate": {"tolerance": 1.0, "hacking_reward_margin": 1e9},
+               "selection": {"dpo_min_margin": 0.0}}
 
 
 @pytest.fixture(scope="session")

@@ -185,7 +185,7 @@ def test_readme_plugin_runs_bootstrap_and_two_rounds_everywhere(plugin_site, tmp
     for key in ("r0001", "r0002"):
         gens = pq.read_table(assets / "generations" / f"{key}.parquet").to_pydict()
         assert set(gens["prompt"]) <= set(task.prompts())
-        assert all(set(c) <= set("abcd") for c in gens["completion"])
+        assert all(set(c) <= set(task.alphabet) for c in gens["completion"])
         sft = pq.read_table(assets / "sft_dataset" / f"{key}.parquet").to_pydict()
         verified = [task.verify(p, c) for p, c in zip(sft["prompt"], sft["completion"])]
         assert verified == sft["verifier_score"]  # scored by the plug-in's own verifier
