@@ -204,3 +204,21 @@ def test_readme_plugin_runs_bootstrap_and_two_rounds_everywhere(plugin_site, tmp
     assert defs.resolve_job_def("round") is not None
     request = tick(dg.DagsterInstance.get(), ctx)
     assert isinstance(request, dg.RunRequest) and request.partition_key == "r0003"
+
+
+def test_editing_a_plugin_task_is_new_work_not_reused_results(plugin_site, tmp_path, monkeypatch):
+    from rs_pipeline.resume import step_key
+    from rs_pipeline.tasks import task_code_version
+
+    assert task_code_version(get_task("rev8")) == ""  # the package's code is versioned whole
+    home = make_home(tmp_path / "home", monkeypatch,
+                     merge(PROMOTE_ALL, {"task": {"name": "sort6"}}))
+    ctx = load_context(home)
+    before = task_code_version(ctx.task)
+    assert len(before) == 16 and ctx.task_code == {"task_code": before}
+    key = ctx.resume("scores", "r0001", {"generations": "v1"}).key
+    assert key == step_key(ctx.settings, "scores", "r0001",
+                           {"generations": "v1", "task_code": before})
+    source = plugin_site / "sort6_tasks" / "__init__.py"
+    source.write_text(source.read_text().replace("a[:4] + a[5] + a[4]", "a[::-1]"))
+    assert task_code_version(ctx.task) not in ("", before)

@@ -9,8 +9,11 @@ UI and the nightly schedule all go through :func:`get_task` before any model wor
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import inspect
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from rs_pipeline.errors import InputError
 from rs_pipeline.tasks.addition import AdditionTask
@@ -57,6 +60,24 @@ def known_tasks() -> list[str]:
     """Built-in names, then the names installed distributions register (sorted)."""
     plugins = sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)} - set(BUILTIN_TASKS))
     return [*BUILTIN_TASKS, "prompts_file", *plugins]
+
+
+def task_code_version(task: Task) -> str:
+    """A hash of the source files of ``task``'s classes that live outside this package (the
+    package's own code is versioned as a whole), so editing a plug-in task, say its verifier,
+    is new work rather than reused results; "" for the built-in tasks."""
+    package = Path(__file__).resolve().parents[1]
+    h, found = hashlib.sha256(), False
+    for cls in type(task).__mro__:
+        if not issubclass(cls, Task):
+            continue
+        source = inspect.getsourcefile(cls)
+        if source is None or Path(source).resolve().is_relative_to(package):
+            continue
+        found = True
+        h.update(f"{cls.__module__}.{cls.__qualname__}".encode())
+        h.update(Path(source).read_bytes())
+    return h.hexdigest()[:16] if found else ""
 
 
 def _import(path: str):
