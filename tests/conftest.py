@@ -65,12 +65,13 @@ def two_promoted_rounds(tmp_path_factory):
     change it work on a copy."""
     import dagster as dg
 
-    from rs_pipeline.defs.runner import run_bootstrap, run_round
+    from rs_pipeline.defs.runner import failure_messages, run_bootstrap, run_round
 
     with pytest.MonkeyPatch.context() as mp:
         home = make_home(tmp_path_factory.mktemp("two_rounds") / "home", mp, PROMOTE_ALL)
         instance = dg.DagsterInstance.get()
-        assert run_bootstrap(instance).success
+        boot = run_bootstrap(instance)
+        assert boot.success, failure_messages(instance, boot)
         results = [run_round(instance) for _ in range(2)]
         assert all(r.success for _, r in results)
     return home, results
