@@ -4,13 +4,13 @@ name can fail is one error naming ``task.name``."""
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import tomllib
 import yaml
 
 from rs_pipeline.cli import main
@@ -33,26 +33,30 @@ def readme_block(first_line: str) -> str:
 
 
 def install_readme_plugin(site: Path) -> Path:
-    """The README's sort6 distribution, 'installed' into ``site``: its package, plus a dist-info
-    carrying the entry points of its pyproject (what pip would write)."""
-    pkg = site / "sort6_tasks"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text(readme_block("# sort6-tasks/sort6_tasks/__init__.py"))
-    project = tomllib.loads(readme_block("# sort6-tasks/pyproject.toml"))["project"]
-    dist = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\n"
-                                   f"Version: {project['version']}\n")
-    lines = []
-    for group, eps in project["entry-points"].items():
-        lines += [f"[{group}]", *(f"{k} = {v}" for k, v in eps.items()), ""]
-    (dist / "entry_points.txt").write_text("\n".join(lines))
+    """The README's sort6 distribution, built from its own pyproject and installed into
+    ``site`` by pip (offline: no index, no build isolation), entry point included."""
+    src = site.parent / "src" / "sort6-tasks"
+    (src / "sort6_tasks").mkdir(parents=True)
+    (src / "sort6_tasks" / "__init__.py").write_text(
+        readme_block("# sort6-tasks/sort6_tasks/__init__.py"))
+    (src / "pyproject.toml").write_text(readme_block("# sort6-tasks/pyproject.toml"))
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+                          "--no-build-isolation", "--disable-pip-version-check", "--target",
+                          str(site), str(src)], capture_output=True, text=True, timeout=300)
+    assert pip.returncode == 0, pip.stderr
+    shutil.rmtree(src.parent)  # only the installed copy remains importable
     return site
 
 
+@pytest.fixture(scope="module")
+def installed_site(tmp_path_factory):
+    return install_readme_plugin(tmp_path_factory.mktemp("plugin") / "site")
+
+
 @pytest.fixture
-def plugin_site(tmp_path, monkeypatch):
-    site = install_readme_plugin(tmp_path / "site")
+def plugin_site(installed_site, tmp_path, monkeypatch):
+    """A private copy of the installed plug-in on ``sys.path`` (tests may add or edit files)."""
+    site = Path(shutil.copytree(installed_site, tmp_path / "site"))
     monkeypatch.syspath_prepend(str(site))
     yield site
     for name in [m for m in sys.modules if m.startswith(("sort6_tasks", "broken_tasks"))]:
