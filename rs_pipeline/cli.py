@@ -1,4 +1,4 @@
-"""Command line: ``rs-pipeline demo | round | status | lineage | ui``.
+"""Command line: ``rs-pipeline demo | round | status | lineage | export | ui``.
 
 Exit codes: 0 done; 1 a round failed (the reason is printed); 2 bad input or settings (nothing
 was run); 3 another process is running rounds on this home, or a failed round blocks new ones;
@@ -61,7 +61,7 @@ def wipe_home(path: Path) -> None:
 
 def write_demo_settings(home: Path, args) -> None:
     from rs_pipeline.config import config_from_dict, demo_config, load_config
-    from rs_pipeline.context import CONFIG_FILE_NAME
+    from rs_pipeline.context import CONFIG_FILE_NAME, require_settings
 
     target = home / CONFIG_FILE_NAME
     if args.config:
@@ -71,6 +71,7 @@ def write_demo_settings(home: Path, args) -> None:
         if args.selector == "verifier":  # keep only verified answers (RAFT/ReST filtering)
             overrides["selection"]["threshold"] = 0.5
         cfg = demo_config(args.task, **overrides)
+    require_settings(cfg, f"config file {args.config}" if args.config else "settings")
     if target.exists():
         current = config_from_dict(yaml.safe_load(target.read_text()) or {})
         if current != cfg:
@@ -142,6 +143,18 @@ def cmd_lineage(args) -> int:
     return 0 if answer["consistent"] else 4
 
 
+def cmd_export(args) -> int:
+    from rs_pipeline.context import load_context
+    from rs_pipeline.export import export_round
+
+    home = use_home(args.home)
+    meta = export_round(load_context(home).store, args.round, args.what, args.format, args.out,
+                        chat=args.chat)
+    print(f"exported round {meta['round']} {meta['what']}: {meta['rows']} rows -> {args.out} "
+          f"({meta['format']}, for trl.{meta['trl_trainer']})")
+    return 0
+
+
 def cmd_ui(args) -> int:
     home = use_home(args.home)
     cmd = [sys.executable, "-m", "dagster", "dev", "-m", "rs_pipeline.defs", "-h", "127.0.0.1",
@@ -166,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="bootstrap + N rounds through Dagster, then a table")
     demo.add_argument("--rounds", type=int, default=3)
-    demo.add_argument("--task", default="rev8", choices=["rev8", "addition"])
+    demo.add_argument("--task", default="rev8",
+                      help="rev8 (default), addition, a plug-in task's registered name or an "
+                           "import path package.module:TaskClass (see task.name)")
     demo.add_argument("--selector", choices=["preference", "verifier", "mix"], default=None)
     demo.add_argument("--config", help="YAML settings file (a real run) instead of a demo task")
     demo.add_argument("--home", default=HOME_DEFAULT, help="the Dagster home (default %(default)s)")
@@ -186,6 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     lin.add_argument("--generation-id", help="data: one generation's row")
     lin.add_argument("--json", action="store_true", help="one JSON object")
     lin.add_argument("--home", default=HOME_DEFAULT)
+    exp = sub.add_parser("export", help="a round's SFT set, DPO pairs or labelled preference "
+                                        "pairs as files HF datasets / TRL read unchanged")
+    exp.add_argument("--round", required=True, metavar="rXXXX")
+    exp.add_argument("--what", required=True, choices=["sft", "dpo", "prefs"])
+    exp.add_argument("--format", default="parquet", choices=["parquet", "jsonl"])
+    exp.add_argument("--out", required=True, help="a new (or empty) folder")
+    exp.add_argument("--chat", action="store_true", help="conversational rows: messages (sft) or "
+                                                         "message lists (dpo, prefs)")
+    exp.add_argument("--home", default=HOME_DEFAULT)
     ui = sub.add_parser("ui", help="the Dagster UI on 127.0.0.1 for a home")
     ui.add_argument("--home", default=HOME_DEFAULT)
     ui.add_argument("--port", type=int, default=3000)
@@ -193,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     from rs_pipeline.home_lock import HomeBusy
 
     commands = {"demo": cmd_demo, "round": cmd_round, "status": cmd_status, "ui": cmd_ui,
-                "lineage": cmd_lineage}
+                "lineage": cmd_lineage, "export": cmd_export}
     try:
         return commands[args.command](args)
     except HomeBusy as exc:

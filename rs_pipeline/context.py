@@ -23,7 +23,7 @@ from rs_pipeline.generation import SamplingParams
 from rs_pipeline.modeling import load_policy, load_preference
 from rs_pipeline.resume import Resume, step_key
 from rs_pipeline.storage import AssetStore
-from rs_pipeline.tasks import Task, get_task
+from rs_pipeline.tasks import Task, get_task, task_code_version
 
 CONFIG_FILE_NAME = "rs_pipeline.yaml"
 CONFIG_ENV = "RS_PIPELINE_CONFIG"
@@ -62,6 +62,13 @@ class RunContext:
         return task
 
     @cached_property
+    def task_code(self) -> dict[str, str]:
+        """``{"task_code": version}`` for a plug-in task (its source outside the package is part
+        of what identifies work, like the package's own code); empty for built-in tasks."""
+        version = task_code_version(self.task)
+        return {"task_code": version} if version else {}
+
+    @cached_property
     def annotator(self):
         a = self.settings.annotator
         return make_annotator(a.kind, self.task, a.label_noise, self.settings.seed, a.path,
@@ -90,7 +97,7 @@ class RunContext:
         """What lets step ``asset`` skip or continue work done for exactly these inputs."""
         r = self.settings.recovery
         return Resume(self.store, self.scratch, asset, partition,
-                      step_key(self.settings, asset, partition, inputs),
+                      step_key(self.settings, asset, partition, {**inputs, **self.task_code}),
                       shard_prompts=r.shard_prompts, checkpoint_steps=r.checkpoint_steps)
 
     def load_policy(self, record):
@@ -164,9 +171,13 @@ def load_context(home: str | Path | None = None, config_file: str | None = None)
 @lru_cache(maxsize=16)
 def _load(home: Path, path: str | None, digest: str) -> RunContext:
     settings = load_config(path) if path else config_from_dict({})
+    require_settings(settings, f"settings {path}" if path else "settings")
+    return RunContext(settings, home)
+
+
+def require_settings(settings: PipelineConfig, where: str = "settings") -> None:
+    """Raise one ``InputError`` listing every ``check_settings`` problem (task name included)."""
     problems = check_settings(settings)
     if problems:
-        where = f"settings {path}" if path else "settings"
         raise InputError(f"{where}: " + problems[0] if len(problems) == 1 else
                          f"{where}: {len(problems)} problems:\n  " + "\n  ".join(problems))
-    return RunContext(settings, home)

@@ -79,7 +79,9 @@ def sentiment_pairs():
 
 # The gate's outcome is pinned, not left to float noise: any candidate passes (tolerance 1.0
 # on an accuracy, no hacking margin reachable), so both rounds are promoted on every machine.
-PROMOTE_ALL = {**TINY, "gate": {"tolerance": 1.0, "hacking_reward_margin": 1e9}}
+# DPO pairs at any margin: the tiny preference model's scores rarely differ by the default 0.5.
+PROMOTE_ALL = {**TINY, "gate": {"tolerance": 1.0, "hacking_reward_margin": 1e9},
+               "selection": {"dpo_min_margin": 0.0}}
 
 
 @pytest.fixture(scope="session")
@@ -88,12 +90,13 @@ def two_promoted_rounds(tmp_path_factory):
     change it work on a copy."""
     import dagster as dg
 
-    from rs_pipeline.defs.runner import run_bootstrap, run_round
+    from rs_pipeline.defs.runner import failure_messages, run_bootstrap, run_round
 
     with pytest.MonkeyPatch.context() as mp:
         home = make_home(tmp_path_factory.mktemp("two_rounds") / "home", mp, PROMOTE_ALL)
         instance = dg.DagsterInstance.get()
-        assert run_bootstrap(instance).success
+        boot = run_bootstrap(instance)
+        assert boot.success, failure_messages(instance, boot)
         results = [run_round(instance) for _ in range(2)]
         assert all(r.success for _, r in results)
     return home, results

@@ -26,7 +26,8 @@ def test_settings_are_checked_against_what_they_name(tmp_path):
     assert any("policy.base_path" in p and "no config.json" in p for p in problems)
     assert any("preference.seed_labels_path: file" in p for p in problems)
     assert check_settings(config_from_dict({"task": {"name": "nope"}})) == [
-        "setting task.name: unknown task 'nope' (known: rev8, addition, prompts_file)"]
+        "setting task.name: unknown task 'nope' (known: rev8, addition, prompts_file; or an "
+        "import path 'package.module:TaskClass')"]
 
 
 def test_context_is_built_once_per_settings_content_and_derives_objects(tmp_path, monkeypatch):

@@ -57,7 +57,8 @@ def base_policy(ctx: RunContext, pool: pa.Table,
     """Your own checkpoint folder, or the demo's tiny GPT-2 pretrained on the task's bugged
     data. Cached by config: the same config does no new work (``base/reused`` = 1)."""
     cfg = ctx.settings
-    key = config_hash([cfg.task.name, cfg.seed, cfg.section_dict("policy"), table_version(pool)])
+    key = config_hash([cfg.task.name, cfg.seed, cfg.section_dict("policy"), table_version(pool),
+                       *ctx.task_code.values()])
     record = ctx.checkpoints.cached("policies", key, PolicyCheckpoint)
     reused = record is not None
     if record is None:

@@ -8,10 +8,30 @@ from collections.abc import Sequence
 
 
 class Task(ABC):
-    """A task the loop can improve on.
+    """A task the loop can improve on. Subclass it anywhere and name it in ``task.name``.
 
-    Built-in tasks also know how to write the (deliberately bugged) pretraining data for the demo
-    policy; a task over your own prompts only needs ``prompts``.
+    The contract, by what a run uses:
+
+    - always: ``prompts()``, every prompt in a stable order (the pool, eval and gate sets are
+      split from it by ``seed``), and ``max_completion_chars`` (sizes generation when
+      ``generation.max_new_tokens`` is 0). ``name`` appears in messages.
+    - a verifier (``has_verifier`` True, the default): ``verify(prompt, completion)`` returning a
+      score in [0, 1] (default: exact match against ``answer(prompt)``). The simulated
+      annotator, the ``verifier``/``mix`` selectors and the gate's accuracy use it. A task
+      without one sets ``has_verifier = False`` and needs ``annotator.kind: file`` with
+      ``preference.seed_labels_path``, and ``selection.selector: preference``.
+    - the demo model (no ``policy.base_path``): ``alphabet``, every character of prompts and
+      completions (the character tokenizer is built from it), and pretraining data:
+      ``answer(prompt)`` and ``bugged_answer(prompt)``, the systematic mistake the base policy
+      learns for a share ``policy.bug_rate`` of its examples.
+    - synthetic seed preference pairs (no ``preference.seed_labels_path``): ``seed_pairs``; the
+      default mixes ``answer``, ``bugged_answer`` and ``wrong_answer`` (random corruptions drawn
+      from ``answer_symbols``).
+
+    ``task.name`` resolves to a task by built-in name, by import path ``package.module:Class``,
+    or by a name an installed distribution registers under the entry-point group
+    ``rs_pipeline.tasks`` (see ``rs_pipeline.tasks.registry``). The class is called with no
+    arguments; point the name at a factory function to pass some.
     """
 
     name: str = "task"
