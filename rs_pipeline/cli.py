@@ -148,8 +148,9 @@ def cmd_export(args) -> int:
     from rs_pipeline.export import export_round
 
     home = use_home(args.home)
-    meta = export_round(load_context(home).store, args.round, args.what, args.format, args.out,
-                        chat=args.chat)
+    ctx = load_context(home)
+    meta = export_round(ctx.store, args.round, args.what, args.format, args.out,
+                        chat=ctx.policy_is_chat() if args.chat is None else args.chat)
     print(f"exported round {meta['round']} {meta['what']}: {meta['rows']} rows -> {args.out} "
           f"({meta['format']}, for trl.{meta['trl_trainer']})")
     return 0
@@ -207,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--what", required=True, choices=["sft", "dpo", "prefs"])
     exp.add_argument("--format", default="parquet", choices=["parquet", "jsonl"])
     exp.add_argument("--out", required=True, help="a new (or empty) folder")
-    exp.add_argument("--chat", action="store_true", help="conversational rows: messages (sft) or "
-                                                         "message lists (dpo, prefs)")
+    exp.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
+                     help="conversational rows: messages (sft) or message lists (dpo, prefs); "
+                          "default: when the policy renders prompts with a chat template")
     exp.add_argument("--home", default=HOME_DEFAULT)
     ui = sub.add_parser("ui", help="the Dagster UI on 127.0.0.1 for a home")
     ui.add_argument("--home", default=HOME_DEFAULT)

@@ -16,11 +16,12 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 
 from rs_pipeline.annotation import make_annotator
+from rs_pipeline.chat import uses_template
 from rs_pipeline.checkpoints import CheckpointStore
 from rs_pipeline.config import PipelineConfig, config_from_dict, load_config
 from rs_pipeline.errors import InputError
 from rs_pipeline.generation import SamplingParams
-from rs_pipeline.modeling import load_policy, load_preference
+from rs_pipeline.modeling import load_policy, load_preference, load_tokenizer
 from rs_pipeline.resume import Resume, step_key
 from rs_pipeline.storage import AssetStore
 from rs_pipeline.tasks import Task, get_task, task_code_version
@@ -103,6 +104,12 @@ class RunContext:
     def load_policy(self, record):
         """The policy (model, tokenizer) a checkpoint record points at."""
         return load_policy(self.checkpoints.local_dir(record.path), expected_id=record.id)
+
+    def policy_is_chat(self) -> bool:
+        """Whether the policy sees prompts through a chat template (your own folder with one,
+        and ``policy.chat_template`` not ``off``; the demo's model has none)."""
+        p = self.settings.policy
+        return bool(p.base_path) and uses_template(load_tokenizer(p.base_path), p.chat_template)
 
     def load_preference(self, record):
         """The preference model (model, tokenizer) a checkpoint record points at."""

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rs_pipeline.chat import as_messages
 from rs_pipeline.errors import InputError
 from rs_pipeline.history import round_row, stored_rounds
 from rs_pipeline.ids import table_version
@@ -86,6 +87,8 @@ def _distinct(table: pa.Table, column: str) -> list[str]:
 
 
 def _messages(role: str, texts: list[str]) -> list[list[dict]]:
+    if role == "user":  # a prompt may stand for a whole conversation (system turn, history)
+        return [as_messages(t) for t in texts]
     return [[{"role": role, "content": t}] for t in texts]
 
 
@@ -93,9 +96,8 @@ def _sft(table: pa.Table, chat: bool) -> tuple[pa.Table, int]:
     keep = [c for c in table.column_names if c not in ("prompt", "completion")]
     if not chat:
         return table.select(["prompt", "completion", *keep]), 0
-    messages = [[{"role": "user", "content": p}, {"role": "assistant", "content": c}]
-                for p, c in zip(table.column("prompt").to_pylist(),
-                                table.column("completion").to_pylist())]
+    messages = [m + a for m, a in zip(_messages("user", table.column("prompt").to_pylist()),
+                                      _messages("assistant", table.column("completion").to_pylist()))]
     return pa.table({"messages": messages, **{c: table.column(c) for c in keep}}), 0
 
 

@@ -151,8 +151,11 @@ def test_preflight_measures_the_templated_prompt(tiny_chat_policy, tmp_path):
     problems = preflight(RunContext(config_from_dict(settings), tmp_path / "home"))
     assert problems == [f"prompts file {path}, row 1, column 'prompt': 121 tokens (with its chat "
                         "template) plus up to 9 new ones exceed the policy's context of 128"]
+    assert RunContext(config_from_dict(settings), tmp_path / "home").policy_is_chat()
     settings["policy"]["chat_template"] = "off"
-    assert preflight(RunContext(config_from_dict(settings), tmp_path / "home")) == []
+    ctx = RunContext(config_from_dict(settings), tmp_path / "home")
+    assert preflight(ctx) == [] and not ctx.policy_is_chat()  # export then writes plain rows
+    assert not RunContext(config_from_dict({}), tmp_path / "home").policy_is_chat()  # the demo
 
 
 def test_a_messages_prompts_file_flows_into_generation_rows(tiny_chat_policy, tmp_path):
