@@ -226,16 +226,23 @@ def _uses_gpt2_path(model) -> bool:
             and not model.config.add_cross_attention and model.lm_head.bias is None)
 
 
+def _stop_set(stop_ids: int | Sequence[int]) -> list[int]:
+    return [stop_ids] if isinstance(stop_ids, int) else list(stop_ids)
+
+
 def _decode(first_logits: torch.Tensor, step_fn, seeds: torch.Tensor, params: SamplingParams,
-            eos_id: int, pad_id: int) -> torch.Tensor:
-    """The sampling loop: ``step_fn(tok, t)`` returns the logits after feeding ``tok``."""
+            eos_id: int | Sequence[int], pad_id: int) -> torch.Tensor:
+    """The sampling loop: ``step_fn(tok, t)`` returns the logits after feeding ``tok``; a row
+    ends at any of the stop ids ``eos_id``."""
     logits = first_logits
     finished = torch.zeros(logits.shape[0], dtype=torch.bool)
+    stops = _stop_set(eos_id)
+    stop_t = torch.tensor(stops, dtype=torch.long)
     steps = []
     for step in range(params.max_new_tokens):
         tok = pick_tokens(logits, seeds, step, params).masked_fill_(finished, pad_id)
         steps.append(tok)
-        finished |= tok == eos_id
+        finished |= (tok == stops[0]) if len(stops) == 1 else torch.isin(tok, stop_t)
         if step + 1 == params.max_new_tokens or bool(finished.all()):
             break
         logits = step_fn(tok, step)
@@ -253,11 +260,12 @@ def expanded_static_cache(model, prefilled, n: int, max_len: int) -> StaticCache
 
 @torch.inference_mode()
 def sample_expanded(model, prompt_ids: torch.Tensor, seeds: torch.Tensor, params: SamplingParams,
-                    eos_id: int, pad_id: int) -> torch.Tensor:
+                    eos_id: int | Sequence[int], pad_id: int) -> torch.Tensor:
     """Sample ``params.n`` continuations of each row of ``prompt_ids`` (equal-length prompts).
 
     ``seeds`` holds one seed per output row (``len(prompt_ids) * n``, prompt-major). Returns new
-    tokens [rows, <= max_new_tokens], padded with ``pad_id`` after each row's EOS.
+    tokens [rows, <= max_new_tokens], padded with ``pad_id`` after each row's EOS (``eos_id``:
+    one stop id or several).
     """
     n = params.n
     if params.temperature <= 0 and n > 1:  # greedy: the n samples of a prompt are identical
@@ -281,31 +289,68 @@ def sample_expanded(model, prompt_ids: torch.Tensor, seeds: torch.Tensor, params
     return _decode(first, step_fn, seeds, params, eos_id, pad_id)
 
 
-def decode_completion(tokenizer, ids: Sequence[int], eos_id: int) -> tuple[str, int, bool]:
-    """Text up to (not including) EOS, its token count, and whether EOS was reached."""
+def decode_completion(tokenizer, ids: Sequence[int],
+                      stop_ids: int | Sequence[int]) -> tuple[str, int, bool]:
+    """Text up to (not including) the first stop id, its token count, and whether a stop id
+    was reached."""
     ids = list(ids)
-    ended = eos_id in ids
-    if ended:
-        ids = ids[: ids.index(eos_id)]
-    return tokenizer.decode(ids, skip_special_tokens=True), len(ids), ended
+    stops = set(_stop_set(stop_ids))
+    end = next((j for j, t in enumerate(ids) if t in stops), None)
+    if end is not None:
+        ids = ids[:end]
+    return tokenizer.decode(ids, skip_special_tokens=True), len(ids), end is not None
+
+
+_ROW_COLUMNS = ("prompt_index", "sample_index", "completion", "num_tokens", "finished", "seed")
+
+
+def completion_columns(tokenizer, rows, stop_ids: int | Sequence[int], start: float) -> dict:
+    """The sampler's result from ``rows`` of (prompt index, sample index, seed, new token ids):
+    columns (lists) ``prompt_index``, ``sample_index``, ``completion``, ``num_tokens``,
+    ``finished``, ``seed`` ordered by (prompt, sample), plus ``tokens_per_s`` and ``seconds``
+    (since ``start``, a ``time.perf_counter()`` reading, up to the end of decoding).
+    Every engine builds its rows here, so text, token counts and ``finished`` mean the same."""
+    cols: dict[str, list] = {k: [] for k in _ROW_COLUMNS}
+    new_tokens = 0
+    for p, s, seed, ids in sorted(rows, key=lambda r: (r[0], r[1])):
+        text, ntok, ended = decode_completion(tokenizer, ids, stop_ids)
+        new_tokens += ntok + int(ended)
+        for k, v in zip(_ROW_COLUMNS, (p, s, text, ntok, ended, seed)):
+            cols[k].append(v)
+    seconds = time.perf_counter() - start
+    cols["tokens_per_s"] = new_tokens / seconds if seconds > 0 else 0.0
+    cols["seconds"] = seconds
+    return cols
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    """Plain-text prompts as the policy sees them: token ids, no special tokens added."""
+    return tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
 
 
 def sample_prompts(model, tokenizer, prompts: Sequence[str], params: SamplingParams,
                    seed_of: Callable[[int, int], int], batch_prompts: int = 256) -> dict:
-    """Sample ``params.n`` completions for every prompt.
+    """Sample ``params.n`` completions for every text prompt (encoded by ``encode_prompts``,
+    stopping at the tokenizer's EOS): ``sample_encoded`` on plain text."""
+    return sample_encoded(model, tokenizer, encode_prompts(tokenizer, prompts), params, seed_of,
+                          batch_prompts, [tokenizer.eos_token_id])
+
+
+def sample_encoded(model, tokenizer, encoded: Sequence[Sequence[int]], params: SamplingParams,
+                   seed_of: Callable[[int, int], int], batch_prompts: int = 256,
+                   stop_ids: Sequence[int] = ()) -> dict:
+    """Sample ``params.n`` completions for every encoded prompt, each ending at the first of
+    ``stop_ids`` (empty: the tokenizer's EOS).
 
     ``seed_of(prompt_index, sample_index)`` gives each sample's seed. Prompts are grouped by
-    token length so no padding enters the prompt. Returns columns (lists) ``prompt_index``,
-    ``sample_index``, ``completion``, ``num_tokens``, ``finished``, ``seed`` and the throughput.
+    token length so no padding enters the prompt. Returns ``completion_columns``.
     """
     model.eval()
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
-    cols: dict[str, list] = {k: [] for k in
-                             ("prompt_index", "sample_index", "completion", "num_tokens",
-                              "finished", "seed")}
-    new_tokens, start = 0, time.perf_counter()
+    stops = list(stop_ids) or [tokenizer.eos_token_id]
+    pad = tokenizer.pad_token_id
+    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
+    rows = []
+    start = time.perf_counter()
     i = 0
     while i < len(order):
         length = len(encoded[order[i]])
@@ -315,18 +360,7 @@ def sample_prompts(model, tokenizer, prompts: Sequence[str], params: SamplingPar
             chunk.append(order[i])
             i += 1
         seeds = [seed_of(p, s) for p in chunk for s in range(params.n)]
-        ids = torch.tensor([encoded[p] for p in chunk], dtype=torch.long)
-        toks = sample_expanded(model, ids, torch.tensor(seeds), params, eos, pad).tolist()
-        for r, row in enumerate(toks):
-            text, ntok, ended = decode_completion(tokenizer, row, eos)
-            new_tokens += ntok + int(ended)
-            for k, v in zip(cols, (chunk[r // params.n], r % params.n, text, ntok, ended,
-                                   seeds[r])):
-                cols[k].append(v)
-    seconds = time.perf_counter() - start
-    back = sorted(range(len(cols["seed"])),
-                  key=lambda j: (cols["prompt_index"][j], cols["sample_index"][j]))
-    result = {k: [v[j] for j in back] for k, v in cols.items()}
-    result["tokens_per_s"] = new_tokens / seconds if seconds > 0 else 0.0
-    result["seconds"] = seconds
-    return result
+        ids = torch.tensor([list(encoded[p]) for p in chunk], dtype=torch.long)
+        toks = sample_expanded(model, ids, torch.tensor(seeds), params, stops, pad).tolist()
+        rows += [(chunk[r // params.n], r % params.n, seeds[r], row) for r, row in enumerate(toks)]
+    return completion_columns(tokenizer, rows, stops, start)

@@ -1,0 +1,41 @@
+"""The generation engine interface: sample N completions per already-encoded prompt.
+
+Callers encode prompts themselves (``encode_prompts`` for plain text; a chat template renders
+and encodes its own) and name the token ids that end a completion (``stop_ids``: the
+tokenizer's EOS, a template's end-of-turn, ...). Every engine returns the same columns
+(``generation.completion_columns``), decoded by the policy's own tokenizer, so the rows of the
+``generations`` table mean the same whichever engine wrote them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from rs_pipeline.generation import SamplingParams, encode_prompts
+
+SeedOf = Callable[[int, int], int]
+
+__all__ = ["Engine", "SeedOf", "encode_prompts", "default_stop_ids"]
+
+
+class Engine(Protocol):
+    """A policy that samples; ``close()`` frees what it holds (a worker process, memory)."""
+
+    tokenizer: object
+
+    def sample(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams,
+               seed_of: SeedOf, stop_ids: Sequence[int] = ()) -> dict:
+        """``params.n`` completions per prompt, ended at the first of ``stop_ids`` (empty: the
+        tokenizer's EOS). Columns ``prompt_index``, ``sample_index``, ``completion``,
+        ``num_tokens``, ``finished``, ``seed`` (the seed that sample really used), plus
+        ``tokens_per_s`` and ``seconds``. ``seed_of(prompt_index, sample_index)`` is the
+        caller's seed scheme; an engine may derive the recorded seeds from it."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def default_stop_ids(tokenizer, stop_ids: Sequence[int] = ()) -> list[int]:
+    """``stop_ids``, or the tokenizer's EOS when none are given."""
+    return list(stop_ids) or [tokenizer.eos_token_id]
