@@ -42,7 +42,7 @@ class Worker:
             raise RuntimeError("no model loaded")
         seeds = req["seeds"] or [None] * len(req["prompts"])
         params = [SamplingParams(n=req["n"], seed=seed, temperature=req["temperature"],
-                                 top_p=req["top_p"], top_k=req["top_k"] or -1,
+                                 top_p=req["top_p"], top_k=req["top_k"],
                                  max_tokens=req["max_tokens"], ignore_eos=True,
                                  stop_token_ids=req["stop_token_ids"], detokenize=False)
                   for seed in seeds]
