@@ -171,7 +171,7 @@ def engine_seconds(hf, vllm, ids, params, repeats: int) -> tuple[float, float, f
         return p * N + s
 
     seeds = [seed_of(p, 0) * N for p in range(len(ids))]
-    stop = [-1]  # never sampled: every row has the full token count
+    stop: list[int] = []  # no stop id: every row has the full token count
     runs = (lambda: seconds(lambda: hf.sample(ids, params, seed_of, stop)),
             lambda: seconds(lambda: vllm.sample(ids, params, seed_of, stop)),
             lambda: vllm.generate(ids, params, seeds, stop)["seconds"])

@@ -338,15 +338,15 @@ def sample_prompts(model, tokenizer, prompts: Sequence[str], params: SamplingPar
 
 def sample_encoded(model, tokenizer, encoded: Sequence[Sequence[int]], params: SamplingParams,
                    seed_of: Callable[[int, int], int], batch_prompts: int = 256,
-                   stop_ids: Sequence[int] = ()) -> dict:
+                   stop_ids: Sequence[int] | None = None) -> dict:
     """Sample ``params.n`` completions for every encoded prompt, each ending at the first of
-    ``stop_ids`` (empty: the tokenizer's EOS).
+    ``stop_ids`` (None: the tokenizer's EOS; empty: none, every row runs ``max_new_tokens``).
 
     ``seed_of(prompt_index, sample_index)`` gives each sample's seed. Prompts are grouped by
     token length so no padding enters the prompt. Returns ``completion_columns``.
     """
     model.eval()
-    stops = list(stop_ids) or [tokenizer.eos_token_id]
+    stops = [tokenizer.eos_token_id] if stop_ids is None else list(stop_ids)
     pad = tokenizer.pad_token_id
     order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
     rows = []
@@ -361,6 +361,6 @@ def sample_encoded(model, tokenizer, encoded: Sequence[Sequence[int]], params: S
             i += 1
         seeds = [seed_of(p, s) for p in chunk for s in range(params.n)]
         ids = torch.tensor([list(encoded[p]) for p in chunk], dtype=torch.long)
-        toks = sample_expanded(model, ids, torch.tensor(seeds), params, stops, pad).tolist()
+        toks = sample_expanded(model, ids, torch.tensor(seeds), params, stops or -1, pad).tolist()
         rows += [(chunk[r // params.n], r % params.n, seeds[r], row) for r, row in enumerate(toks)]
     return completion_columns(tokenizer, rows, stops, start)

@@ -55,6 +55,9 @@ def test_a_completion_ends_at_the_first_of_several_stop_ids(hf):
     assert stopped["num_tokens"] == [len(c) for c in cut]  # one token per character
     assert stopped["finished"] == [f or "1" in c for f, c in zip(plain["finished"],
                                                                    plain["completion"])]
+    unstopped = hf.sample(ids, params, lambda p, s: 0, stop_ids=[])  # no stop id at all
+    assert set(unstopped["num_tokens"]) == {9} and not any(unstopped["finished"])
+    assert any(plain["finished"])
 
 
 def test_vllm_requests_are_seeded_so_that_no_two_samples_share_a_seed():

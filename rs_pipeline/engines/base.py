@@ -25,17 +25,18 @@ class Engine(Protocol):
     tokenizer: object
 
     def sample(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams,
-               seed_of: SeedOf, stop_ids: Sequence[int] = ()) -> dict:
-        """``params.n`` completions per prompt, ended at the first of ``stop_ids`` (empty: the
-        tokenizer's EOS). Columns ``prompt_index``, ``sample_index``, ``completion``,
-        ``num_tokens``, ``finished``, ``seed`` (the seed that sample really used), plus
-        ``tokens_per_s`` and ``seconds``. ``seed_of(prompt_index, sample_index)`` is the
-        caller's seed scheme; an engine may derive the recorded seeds from it."""
+               seed_of: SeedOf, stop_ids: Sequence[int] | None = None) -> dict:
+        """``params.n`` completions per prompt, ended at the first of ``stop_ids`` (None:
+        the tokenizer's EOS; empty: no stop, every row runs ``max_new_tokens``). Columns
+        ``prompt_index``, ``sample_index``, ``completion``, ``num_tokens``, ``finished``,
+        ``seed`` (the seed that sample really used), plus ``tokens_per_s`` and ``seconds``.
+        ``seed_of(prompt_index, sample_index)`` is the caller's seed scheme; an engine may
+        derive the recorded seeds from it."""
         ...
 
     def close(self) -> None: ...
 
 
-def default_stop_ids(tokenizer, stop_ids: Sequence[int] = ()) -> list[int]:
-    """``stop_ids``, or the tokenizer's EOS when none are given."""
-    return list(stop_ids) or [tokenizer.eos_token_id]
+def default_stop_ids(tokenizer, stop_ids: Sequence[int] | None = None) -> list[int]:
+    """``stop_ids``, or the tokenizer's EOS when None."""
+    return [tokenizer.eos_token_id] if stop_ids is None else list(stop_ids)

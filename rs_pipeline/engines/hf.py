@@ -16,7 +16,7 @@ class TransformersEngine:
         self.model, self.tokenizer, self.batch_prompts = model, tokenizer, batch_prompts
 
     def sample(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams,
-               seed_of: SeedOf, stop_ids: Sequence[int] = ()) -> dict:
+               seed_of: SeedOf, stop_ids: Sequence[int] | None = None) -> dict:
         return sample_encoded(self.model, self.tokenizer, prompt_ids, params, seed_of,
                               self.batch_prompts, stop_ids)
 

@@ -116,7 +116,7 @@ class VllmEngine:
             "stop_token_ids": list(stop_ids)})
 
     def sample(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams,
-               seed_of: SeedOf, stop_ids: Sequence[int] = ()) -> dict:
+               seed_of: SeedOf, stop_ids: Sequence[int] | None = None) -> dict:
         start = time.perf_counter()
         stops = default_stop_ids(self.tokenizer, stop_ids)
         seeds = [request_seed(seed_of, p, params.n) for p in range(len(prompt_ids))]
