@@ -11,13 +11,13 @@ count (``generate`` runs without a ``min_new_tokens`` processor). Prints one row
 (prompt length, prompts per batch) and ends with one line per model,
 ``<model>: ratio_p16=<x> ratio_p256=<y>`` (ours / generate, geometric mean over batch sizes).
 
-The engine table (prompt lengths 16, 256, 1024, N=8, 8 prompts; ``--no-vllm`` skips it; it
-needs ``.venv-vllm`` from ``make vllm``) times, alternating, the transformers engine, ours via
-vLLM (``VllmEngine.sample``: requests sent to the worker, token ids back, decoded into rows) and
-the raw call (``LLM.generate`` timed inside the worker on the same prompts and seeded
-``SamplingParams``). The last line is ``vllm_wrapper_ratio=<raw / ours time, geometric mean;
->= 0.95: our wrapper within 5%> hf_vs_vllm_p1024=<transformers / vllm tokens/s at prompt 1024
-on gpt2-124m>``.
+The engine table (prompt lengths 16, 256, 1024, N=8, 8 prompts; ``--no-vllm`` skips it; it needs
+``.venv-vllm`` from ``make vllm``) times, alternating, the transformers engine, ours via vLLM
+(``VllmEngine.sample``: requests sent to the worker, token ids back, decoded into rows) and the
+raw call (``LLM.generate`` timed inside the worker on the same prompts and seeded
+``SamplingParams``), each call after vLLM's prefix cache is reset. The last line is
+``vllm_wrapper_ratio=<raw / ours time, geometric mean; >= 0.95: our wrapper within 5%>
+hf_vs_vllm_p1024=<transformers / vllm tokens/s at prompt 1024 on gpt2-124m>``.
 Run: ``make bench`` or ``python benchmarks/generation.py [--model demo|gpt2-124m] [--quick]``;
 time it with one thread (``OMP_NUM_THREADS=1``) for numbers comparable across machines.
 """
@@ -176,7 +176,13 @@ def engine_seconds(hf, vllm, ids, params, repeats: int) -> tuple[float, float, f
             lambda: seconds(lambda: vllm.sample(ids, params, seed_of, stop)),
             lambda: vllm.generate(ids, params, seeds, stop)["seconds"])
     vllm.generate(ids, SamplingParams(n=N, max_new_tokens=2), None, stop)  # warm-up
-    times = [[run() for run in runs] for _ in range(repeats)]
+    times = []
+    for _ in range(repeats):
+        row = []
+        for run in runs:
+            vllm.reset_prefix_cache()  # each call prefills its prompts (once per request)
+            row.append(run())
+        times.append(row)
     return tuple(statistics.median(col) for col in zip(*times))
 
 
@@ -198,11 +204,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per side (median)")
     parser.add_argument("--quick", action="store_true", help="one run, first batch size only")
     parser.add_argument("--no-vllm", action="store_true", help="skip the engine table")
+    parser.add_argument("--no-generate", action="store_true",
+                        help="skip the table against generate (engine table only)")
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    lines = [run(name, args.prompt_len or [16, 256], repeats, args.quick)
-             for name in (args.model or ["demo", "gpt2-124m"])]
+    lines = [] if args.no_generate else [run(name, args.prompt_len or [16, 256], repeats,
+                                             args.quick)
+                                         for name in (args.model or ["demo", "gpt2-124m"])]
     if not args.no_vllm:
         with tempfile.TemporaryDirectory() as tmp:
             results = {name: run_engines(name, repeats, f"{tmp}/{name}")

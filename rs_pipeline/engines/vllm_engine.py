@@ -115,6 +115,10 @@ class VllmEngine:
             "top_k": params.top_k, "max_tokens": params.max_new_tokens,
             "stop_token_ids": list(stop_ids)})
 
+    def reset_prefix_cache(self) -> None:
+        """Forget the prompts vLLM has cached (so a timing does not reuse an earlier call's)."""
+        self._call({"cmd": "reset_prefix_cache"})
+
     def sample(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams,
                seed_of: SeedOf, stop_ids: Sequence[int] | None = None) -> dict:
         start = time.perf_counter()

@@ -6,12 +6,12 @@ talks to it in JSON lines: one request on stdin, one reply on stdout. Anything e
 stdout (vLLM's logs) is sent to stderr. Tokens in, tokens out: tokenizing and decoding stay with
 the pipeline (``skip_tokenizer_init``).
 
-Requests: ``{"cmd": "load", "model": folder, "llm": {...LLM kwargs}}``;
-``{"cmd": "generate", "prompts": [[ids]], "seeds": [seed per prompt] | null, "n": N,
-"temperature": t, "top_p": p, "top_k": k, "max_tokens": m, "stop_token_ids": [ids]}`` ->
-``{"ok": true, "outputs": [[[ids] * N] per prompt], "seconds": <time in LLM.generate>}``;
-``{"cmd": "quit"}``. Errors: ``{"ok": false, "error": "..."}``. vLLM gives child ``i`` of a
-request seeded ``S`` the seed ``S + i``.
+Requests: ``{"cmd": "load", "model": folder, "llm": {...LLM kwargs}}``; ``{"cmd": "generate",
+"prompts": [[ids]], "seeds": [seed per prompt] | null, "n": N, "temperature": t, "top_p": p,
+"top_k": k, "max_tokens": m, "stop_token_ids": [ids]}`` -> ``{"ok": true, "outputs": [[[ids] *
+N] per prompt], "seconds": <time in LLM.generate>}``; ``{"cmd": "reset_prefix_cache"}`` (forget
+cached prompts, for timing); ``{"cmd": "quit"}``. Errors: ``{"ok": false, "error": "..."}``.
+vLLM gives child ``i`` of a request seeded ``S`` the seed ``S + i``.
 """
 
 import json
@@ -54,13 +54,17 @@ class Worker:
                    for r in results]
         return {"outputs": outputs, "seconds": seconds}
 
+    def reset_prefix_cache(self, req):
+        return {"reset": bool(self.llm.reset_prefix_cache())}
+
 
 def main() -> None:
     channel = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # vLLM's prints and logs must not enter the protocol
     sys.stdout = sys.stderr
     worker = Worker()
-    handlers = {"load": worker.load, "generate": worker.generate}
+    handlers = {"load": worker.load, "generate": worker.generate,
+                "reset_prefix_cache": worker.reset_prefix_cache}
     for line in sys.stdin:
         req = json.loads(line)
         if req["cmd"] == "quit":
