@@ -71,6 +71,11 @@ class GenerationConfig:
                         "transformers).")
     vllm_python: str = _f(".venv-vllm/bin/python", "vLLM engine: the worker's Python (relative: "
                           "to the working directory, else to the source checkout; `make vllm`).")
+    vllm_dtype: Literal["float32", "bfloat16", "float16", "auto"] = _f(
+        "float32", "vLLM engine: weight/activation dtype (float32: greedy rows equal the "
+        "transformers engine's; bfloat16 on GPUs).")
+    vllm_enforce_eager: bool = _f(True, "vLLM engine: no torch.compile/CUDA graphs (starts "
+                                  "faster; turn off on GPUs for faster decoding).")
     vllm_tensor_parallel_size: int = _f(1, "vLLM engine: GPUs one model is split over.", ge=1)
     vllm_gpu_memory_utilization: float = _f(
         0.9, "vLLM engine: share of GPU memory it may take (the worker is stopped before SFT).",

@@ -5,6 +5,9 @@ Two vLLM workers start in this module (30-100 s each): the round's own, and one 
 the other tests.
 """
 
+import os
+from pathlib import Path
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -42,6 +45,7 @@ def vllm_round(tiny_policy, tmp_path_factory):
         assert run_bootstrap(instance).success
         key, result = run_round(instance)
         assert result.success
+        assert not _live_workers()  # the step stopped its worker (memory free before SFT)
         ctx = load_context(home)
     return ctx, key
 
@@ -50,7 +54,22 @@ def vllm_round(tiny_policy, tmp_path_factory):
 def engines(tiny_policy):
     model, tok = load_policy(tiny_policy)
     with VllmEngine(tiny_policy, tok, VLLM_PYTHON) as vllm:
+        assert len(_live_workers()) == 1
         yield TransformersEngine(model, tok, batch_prompts=64), vllm
+
+
+def _live_workers() -> list[int]:
+    """PIDs of this process's children running the vLLM worker."""
+    me, found = str(os.getpid()), []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if stat[1] == me and stat[0] != "Z" and b"vllm_worker.py" in cmd:
+            found.append(int(proc.name))
+    return found
 
 
 def _prompts(start, count):

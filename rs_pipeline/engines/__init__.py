@@ -25,4 +25,5 @@ def open_engine(settings: GenerationConfig, model_dir: str | Path, seed: int,
         return TransformersEngine(model, tokenizer, settings.batch_prompts)
     del model  # verified; vLLM loads its own copy in the worker
     return VllmEngine(model_dir, tokenizer, resolve_python(settings.vllm_python), seed,
+                      settings.vllm_dtype, settings.vllm_enforce_eager,
                       settings.vllm_tensor_parallel_size, settings.vllm_gpu_memory_utilization)

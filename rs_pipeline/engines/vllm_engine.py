@@ -57,6 +57,7 @@ class VllmEngine:
     """A vLLM worker holding one policy folder; use as a context manager or ``close()`` it."""
 
     def __init__(self, model_dir: str | Path, tokenizer, python: str | Path, seed: int = 0,
+                 dtype: str = "float32", enforce_eager: bool = True,
                  tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9):
         self.tokenizer = tokenizer
         self._log = tempfile.TemporaryFile()
@@ -64,9 +65,9 @@ class VllmEngine:
         self._proc = subprocess.Popen([str(python), "-I", str(WORKER)], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=self._log, env=env,
                                       text=True)
-        llm = {"dtype": "float32", "enable_prefix_caching": True,
+        llm = {"dtype": dtype, "enable_prefix_caching": True,
                "enable_chunked_prefill": False,  # seeded sampling crashes on chunked prefill
-               "enforce_eager": True, "seed": seed,
+               "enforce_eager": enforce_eager, "seed": seed,
                "tensor_parallel_size": tensor_parallel_size,
                "gpu_memory_utilization": gpu_memory_utilization}
         try:
