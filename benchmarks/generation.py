@@ -15,7 +15,8 @@ The engine table (prompt lengths 16, 256, 1024, N=8, 8 prompts; ``--no-vllm`` sk
 ``.venv-vllm`` from ``make vllm``) times, alternating, the transformers engine, ours via vLLM
 (``VllmEngine.sample``: requests sent to the worker, token ids back, decoded into rows) and the
 raw call (``LLM.generate`` timed inside the worker on the same prompts and seeded
-``SamplingParams``), each call after vLLM's prefix cache is reset. The last line is
+``SamplingParams``), each call after vLLM's prefix cache is reset; ``in-call`` is the share of
+our call's time spent inside its own ``LLM.generate`` (the rest is the wrapper). The last line is
 ``vllm_wrapper_ratio=<raw / ours time, geometric mean; >= 0.95: our wrapper within 5%>
 hf_vs_vllm_p1024=<transformers / vllm tokens/s at prompt 1024 on gpt2-124m>``.
 Run: ``make bench`` or ``python benchmarks/generation.py [--model demo|gpt2-124m] [--quick]``;
@@ -144,7 +145,7 @@ def run_engines(name: str, repeats: int, folder: str) -> dict[int, tuple[float, 
     print(f"\n{name} engines: N={N}, {ENGINE_PROMPTS} prompts, {setup.new_tokens} new tokens, "
           f"median of {repeats}")
     print(f"{'prompt':>6} {'hf tok/s':>9} {'ours-vllm tok/s':>16} {'raw vllm tok/s':>15} "
-          f"{'raw/ours':>8} {'hf/vllm':>7}", flush=True)
+          f"{'raw/ours':>8} {'in-call':>7} {'hf/vllm':>7}", flush=True)
     out = {}
     start = time.perf_counter()
     with VllmEngine(folder, tok, VLLM_PYTHON) as vllm:
@@ -154,17 +155,19 @@ def run_engines(name: str, repeats: int, folder: str) -> dict[int, tuple[float, 
             ids = torch.randint(2, setup.config["vocab_size"], (ENGINE_PROMPTS, prompt_len),
                                 generator=g).tolist()
             params = SamplingParams(n=N, max_new_tokens=setup.new_tokens)
-            t_hf, t_ours, t_raw = engine_seconds(hf, vllm, ids, params, repeats)
+            t_hf, t_ours, t_raw, in_call = engine_seconds(hf, vllm, ids, params, repeats)
             tokens = ENGINE_PROMPTS * N * setup.new_tokens
             out[prompt_len] = (tokens / t_hf, tokens / t_ours, tokens / t_raw)
             print(f"{prompt_len:>6} {tokens / t_hf:>9.0f} {tokens / t_ours:>16.0f} "
-                  f"{tokens / t_raw:>15.0f} {t_raw / t_ours:>8.3f} {t_ours / t_hf:>7.2f}",
+                  f"{tokens / t_raw:>15.0f} {t_raw / t_ours:>8.3f} {in_call:>7.3f} "
+                  f"{t_ours / t_hf:>7.2f}",
                   flush=True)
     return out
 
 
-def engine_seconds(hf, vllm, ids, params, repeats: int) -> tuple[float, float, float]:
-    """Median seconds of the transformers engine, ours via vLLM and the raw call, alternating.
+def engine_seconds(hf, vllm, ids, params, repeats: int) -> tuple[float, ...]:
+    """Median seconds of the transformers engine, ours via vLLM and the raw call, alternating,
+    and the median share of our call spent inside ``LLM.generate`` (the rest is the wrapper).
     Sample s of prompt p: seed p * N + s on our side; the raw call gets the same requests."""
 
     def seed_of(p, s):
@@ -172,8 +175,14 @@ def engine_seconds(hf, vllm, ids, params, repeats: int) -> tuple[float, float, f
 
     seeds = [seed_of(p, 0) * N for p in range(len(ids))]
     stop: list[int] = []  # no stop id: every row has the full token count
-    runs = (lambda: seconds(lambda: hf.sample(ids, params, seed_of, stop)),
-            lambda: seconds(lambda: vllm.sample(ids, params, seed_of, stop)),
+    inner = []  # seconds inside LLM.generate of each of our calls
+
+    def ours():
+        t = seconds(lambda: vllm.sample(ids, params, seed_of, stop))
+        inner.append(vllm.last_generate_seconds / t)
+        return t
+
+    runs = (lambda: seconds(lambda: hf.sample(ids, params, seed_of, stop)), ours,
             lambda: vllm.generate(ids, params, seeds, stop)["seconds"])
     vllm.generate(ids, SamplingParams(n=N, max_new_tokens=2), None, stop)  # warm-up
     times = []
@@ -183,7 +192,7 @@ def engine_seconds(hf, vllm, ids, params, repeats: int) -> tuple[float, float, f
             vllm.reset_prefix_cache()  # each call prefills its prompts (once per request)
             row.append(run())
         times.append(row)
-    return tuple(statistics.median(col) for col in zip(*times))
+    return (*(statistics.median(col) for col in zip(*times)), statistics.median(inner))
 
 
 def engine_line(results: dict[str, dict[int, tuple[float, float, float]]]) -> str:

@@ -60,6 +60,7 @@ class VllmEngine:
                  dtype: str = "float32", enforce_eager: bool = True,
                  tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9):
         self.tokenizer = tokenizer
+        self.last_generate_seconds = 0.0
         self._log = tempfile.TemporaryFile()
         env = {**os.environ, **{k: os.environ.get(k, v) for k, v in WORKER_ENV.items()}}
         self._proc = subprocess.Popen([str(python), "-I", str(WORKER)], stdin=subprocess.PIPE,
@@ -125,7 +126,10 @@ class VllmEngine:
         start = time.perf_counter()
         stops = default_stop_ids(self.tokenizer, stop_ids)
         seeds = [request_seed(seed_of, p, params.n) for p in range(len(prompt_ids))]
-        outputs = self.generate(prompt_ids, params, seeds, stops)["outputs"] if prompt_ids else []
+        reply = (self.generate(prompt_ids, params, seeds, stops) if prompt_ids
+                 else {"outputs": [], "seconds": 0.0})
+        self.last_generate_seconds = reply["seconds"]  # of this call, inside LLM.generate
+        outputs = reply["outputs"]
         rows = [(p, s, seeds[p] + s, out[min(s, len(out) - 1)])  # greedy: one sample, n copies
                 for p, out in enumerate(outputs) for s in range(params.n)]
         return completion_columns(self.tokenizer, rows, stops, start)
