@@ -1,16 +1,18 @@
 """The engine interface and what needs no vLLM: the transformers engine on encoded prompts with
 stop ids, the vLLM engine's seed scheme, its worker protocol and its setting errors."""
 
+import json
 import sys
 
 import pytest
 
-from rs_pipeline.config import config_from_dict
+from rs_pipeline.config import GenerationConfig, config_from_dict
 from rs_pipeline.context import check_settings
 from rs_pipeline.engines import (
     TransformersEngine,
     VllmEngine,
     encode_prompts,
+    open_engine,
     request_seed,
     resolve_python,
 )
@@ -94,3 +96,22 @@ def test_a_worker_that_cannot_load_vllm_fails_with_its_reason(tiny_policy):
     model, tok = load_policy(tiny_policy)
     with pytest.raises(RuntimeError, match="worker failed on 'load': ModuleNotFoundError.*vllm"):
         VllmEngine(tiny_policy, tok, sys.executable)
+
+
+def test_the_vllm_settings_reach_the_workers_llm(tiny_policy, tmp_path):
+    """A stand-in worker records the load request: the folder and every LLM() argument."""
+    seen = tmp_path / "load.json"
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\nread line\necho \"$line\" > {seen}\necho '{{\"ok\": true}}'\n"
+                    "cat > /dev/null\n")
+    fake.chmod(0o755)
+    settings = GenerationConfig(engine="vllm", vllm_python=str(fake), vllm_dtype="bfloat16",
+                                vllm_enforce_eager=False, vllm_tensor_parallel_size=2,
+                                vllm_gpu_memory_utilization=0.5)
+    engine = open_engine(settings, tiny_policy, seed=7)
+    engine.close()
+    load = json.loads(seen.read_text())
+    assert load["cmd"] == "load" and load["model"] == str(tiny_policy)
+    assert load["llm"] == {"dtype": "bfloat16", "enable_prefix_caching": True,
+                           "enable_chunked_prefill": False, "enforce_eager": False, "seed": 7,
+                           "tensor_parallel_size": 2, "gpu_memory_utilization": 0.5}

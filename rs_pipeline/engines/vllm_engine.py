@@ -135,19 +135,20 @@ class VllmEngine:
         return completion_columns(self.tokenizer, rows, stops, start)
 
     def close(self) -> None:
-        """Stop the worker (it exits on 'quit'; killed if it does not within 60 s)."""
+        """Stop the worker: 'quit' and end of input (killed if it has not exited in 60 s)."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
         try:
             if proc.poll() is None:
                 proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-                proc.stdin.flush()
+            proc.stdin.close()
+        except OSError:  # it has gone already
+            pass
+        try:
             proc.wait(timeout=60)
-        except (OSError, subprocess.TimeoutExpired):
+        except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        finally:
-            for f in (proc.stdin, proc.stdout):
-                f.close()
-            self._log.close()
+        proc.stdout.close()
+        self._log.close()
