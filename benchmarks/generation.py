@@ -16,9 +16,10 @@ The engine table (prompt lengths 16, 256, 1024, N=8, 8 prompts; ``--no-vllm`` sk
 (``VllmEngine.sample``: requests sent to the worker, token ids back, decoded into rows) and the
 raw call (``LLM.generate`` timed inside the worker on the same prompts and seeded
 ``SamplingParams``), each call after vLLM's prefix cache is reset; ``in-call`` is the share of
-our call's time spent inside its own ``LLM.generate`` (the rest is the wrapper). The last line is
-``vllm_wrapper_ratio=<raw / ours time, geometric mean; >= 0.95: our wrapper within 5%>
-hf_vs_vllm_p1024=<transformers / vllm tokens/s at prompt 1024 on gpt2-124m>``.
+our call's time spent inside its own ``LLM.generate`` (the rest is the wrapper). The last two
+lines are ``vllm_in_call=<x>`` (geometric mean of ``in-call``) and ``vllm_wrapper_ratio=<raw / ours
+time, geometric mean; >= 0.95: our wrapper within 5%> hf_vs_vllm_p1024=<transformers / vllm
+tokens/s at prompt 1024 on gpt2-124m>``.
 Run: ``make bench`` or ``python benchmarks/generation.py [--model demo|gpt2-124m] [--quick]``;
 time it with one thread (``OMP_NUM_THREADS=1``) for numbers comparable across machines.
 """
@@ -102,6 +103,10 @@ def measure(model, prompt_len: int, batch: int, new_tokens: int,
     return tokens / statistics.median(t_ours), tokens / statistics.median(t_hf)
 
 
+def gmean(xs) -> float:
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
 def run(name: str, prompt_lens: list[int], repeats: int, quick: bool) -> str:
     setup = SETUPS[name]
     model = build_model(name)
@@ -116,9 +121,6 @@ def run(name: str, prompt_lens: list[int], repeats: int, quick: bool) -> str:
             ratios[prompt_len].append(ours / hf)
             print(f"{prompt_len:>6} {batch:>5} {ours:>11.0f} {hf:>15.0f} {ours / hf:>6.2f}",
                   flush=True)
-
-    def gmean(xs):
-        return math.exp(sum(math.log(x) for x in xs) / len(xs))
 
     return f"{name}: " + " ".join(f"ratio_p{p}={gmean(r):.2f}" for p, r in ratios.items())
 
@@ -157,7 +159,7 @@ def run_engines(name: str, repeats: int, folder: str) -> dict[int, tuple[float, 
             params = SamplingParams(n=N, max_new_tokens=setup.new_tokens)
             t_hf, t_ours, t_raw, in_call = engine_seconds(hf, vllm, ids, params, repeats)
             tokens = ENGINE_PROMPTS * N * setup.new_tokens
-            out[prompt_len] = (tokens / t_hf, tokens / t_ours, tokens / t_raw)
+            out[prompt_len] = (tokens / t_hf, tokens / t_ours, tokens / t_raw, in_call)
             print(f"{prompt_len:>6} {tokens / t_hf:>9.0f} {tokens / t_ours:>16.0f} "
                   f"{tokens / t_raw:>15.0f} {t_raw / t_ours:>8.3f} {in_call:>7.3f} "
                   f"{t_ours / t_hf:>7.2f}",
@@ -195,12 +197,14 @@ def engine_seconds(hf, vllm, ids, params, repeats: int) -> tuple[float, ...]:
     return (*(statistics.median(col) for col in zip(*times)), statistics.median(inner))
 
 
-def engine_line(results: dict[str, dict[int, tuple[float, float, float]]]) -> str:
-    ratios = [ours / raw for r in results.values() for _, ours, raw in r.values()]
-    wrapper = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+def engine_lines(results: dict[str, dict[int, tuple[float, ...]]]) -> list[str]:
+    """``vllm_in_call=<share of our calls inside LLM.generate>`` and the summary line."""
+    rows = [row for r in results.values() for row in r.values()]
     big = results.get("gpt2-124m") or next(iter(results.values()))
-    hf, ours, _ = big[1024]
-    return f"vllm_wrapper_ratio={wrapper:.3f} hf_vs_vllm_p1024={hf / ours:.2f}"
+    hf, ours = big[1024][:2]
+    return [f"vllm_in_call={gmean([row[3] for row in rows]):.3f}",
+            f"vllm_wrapper_ratio={gmean([o / raw for _, o, raw, _ in rows]):.3f} "
+            f"hf_vs_vllm_p1024={hf / ours:.2f}"]
 
 
 def main() -> None:
@@ -225,7 +229,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             results = {name: run_engines(name, repeats, f"{tmp}/{name}")
                        for name in (args.model or ["demo", "gpt2-124m"])}
-        lines.append(engine_line(results))
+        lines += engine_lines(results)
     print()
     print("\n".join(lines))
 
