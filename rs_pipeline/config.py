@@ -22,6 +22,7 @@ Selector = Literal["preference", "verifier", "mix"]
 PairStrategy = Literal["top_vs_other", "random"]
 AnnotatorKind = Literal["simulated", "file"]
 ChatTemplateMode = Literal["auto", "off"]
+Engine = Literal["transformers", "vllm"]
 
 
 def _f(default: Any, doc: str, **bounds: float):
@@ -84,6 +85,20 @@ class GenerationConfig:
     top_p: float = _f(1.0, "Nucleus sampling mass (1.0: off).", gt=0, le=1)
     max_new_tokens: int = _f(0, "Longest completion in tokens (0: from the task).", ge=0)
     batch_prompts: int = _f(256, "Prompts per sampling batch (each expanded N times).", ge=1)
+    engine: Engine = _f("transformers", "Round sampling engine: 'transformers' (in-process) or "
+                        "'vllm' (a worker process in its own venv; evaluation stays on "
+                        "transformers).")
+    vllm_python: str = _f(".venv-vllm/bin/python", "vLLM engine: the worker's Python (relative: "
+                          "to the working directory, else to the source checkout; `make vllm`).")
+    vllm_dtype: Literal["float32", "bfloat16", "float16", "auto"] = _f(
+        "float32", "vLLM engine: weight/activation dtype (float32: greedy rows equal the "
+        "transformers engine's; bfloat16 on GPUs).")
+    vllm_enforce_eager: bool = _f(True, "vLLM engine: no torch.compile/CUDA graphs (starts "
+                                  "faster; turn off on GPUs for faster decoding).")
+    vllm_tensor_parallel_size: int = _f(1, "vLLM engine: GPUs one model is split over.", ge=1)
+    vllm_gpu_memory_utilization: float = _f(
+        0.9, "vLLM engine: share of GPU memory it may take (the worker is stopped before SFT).",
+        gt=0, le=1)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from rs_pipeline.annotation import make_annotator
 from rs_pipeline.chat import uses_template
 from rs_pipeline.checkpoints import CheckpointStore
 from rs_pipeline.config import PipelineConfig, config_from_dict, load_config
+from rs_pipeline.engines import open_engine, resolve_python
 from rs_pipeline.errors import InputError
 from rs_pipeline.generation import SamplingParams
 from rs_pipeline.modeling import load_policy, load_preference, load_tokenizer
@@ -111,6 +112,12 @@ class RunContext:
         p = self.settings.policy
         return bool(p.base_path) and uses_template(load_tokenizer(p.base_path), p.chat_template)
 
+    def policy_engine(self, record):
+        """The generation engine (``generation.engine``) holding the policy a checkpoint record
+        points at; close it when done."""
+        return open_engine(self.settings.generation, self.checkpoints.local_dir(record.path),
+                           self.settings.seed, expected_id=record.id)
+
     def load_preference(self, record):
         """The preference model (model, tokenizer) a checkpoint record points at."""
         return load_preference(self.checkpoints.local_dir(record.path), expected_id=record.id)
@@ -154,6 +161,11 @@ def check_settings(cfg: PipelineConfig) -> list[str]:
     if task is not None and not task.alphabet and not cfg.policy.base_path:
         problems.append(f"setting policy.base_path is required for task {task.name!r} (the "
                         "demo model is built only for the built-in tasks)")
+    if cfg.generation.engine == "vllm":
+        try:
+            resolve_python(cfg.generation.vllm_python)
+        except InputError as exc:
+            problems.append(str(exc))
     if cfg.annotator.kind == "file" and not cfg.annotator.path:
         problems.append("setting annotator.path is required when annotator.kind is 'file'")
     if cfg.annotator.kind == "file" and not cfg.preference.seed_labels_path:

@@ -226,22 +226,23 @@ def _uses_gpt2_path(model) -> bool:
             and not model.config.add_cross_attention and model.lm_head.bias is None)
 
 
-def _stop_set(eos_id: int | Sequence[int]) -> list[int]:
-    return [eos_id] if isinstance(eos_id, int) else list(eos_id)
+def _stop_set(stop_ids: int | Sequence[int]) -> list[int]:
+    return [stop_ids] if isinstance(stop_ids, int) else list(stop_ids)
 
 
 def _decode(first_logits: torch.Tensor, step_fn, seeds: torch.Tensor, params: SamplingParams,
             eos_id: int | Sequence[int], pad_id: int) -> torch.Tensor:
     """The sampling loop: ``step_fn(tok, t)`` returns the logits after feeding ``tok``; a row
-    stops at any id of ``eos_id`` (one id or several: EOS and a template's end of turn)."""
-    stops = torch.tensor(_stop_set(eos_id), dtype=torch.long)
+    ends at any of the stop ids ``eos_id``."""
     logits = first_logits
     finished = torch.zeros(logits.shape[0], dtype=torch.bool)
+    stops = _stop_set(eos_id)
+    stop_t = torch.tensor(stops, dtype=torch.long)
     steps = []
     for step in range(params.max_new_tokens):
         tok = pick_tokens(logits, seeds, step, params).masked_fill_(finished, pad_id)
         steps.append(tok)
-        finished |= torch.isin(tok, stops)
+        finished |= (tok == stops[0]) if len(stops) == 1 else torch.isin(tok, stop_t)
         if step + 1 == params.max_new_tokens or bool(finished.all()):
             break
         logits = step_fn(tok, step)
@@ -263,8 +264,8 @@ def sample_expanded(model, prompt_ids: torch.Tensor, seeds: torch.Tensor, params
     """Sample ``params.n`` continuations of each row of ``prompt_ids`` (equal-length prompts).
 
     ``seeds`` holds one seed per output row (``len(prompt_ids) * n``, prompt-major). Returns new
-    tokens [rows, <= max_new_tokens], padded with ``pad_id`` after each row's stop token
-    (``eos_id``: one id or several).
+    tokens [rows, <= max_new_tokens], padded with ``pad_id`` after each row's EOS (``eos_id``:
+    one stop id or several).
     """
     n = params.n
     if params.temperature <= 0 and n > 1:  # greedy: the n samples of a prompt are identical
@@ -289,43 +290,72 @@ def sample_expanded(model, prompt_ids: torch.Tensor, seeds: torch.Tensor, params
 
 
 def decode_completion(tokenizer, ids: Sequence[int],
-                      eos_id: int | Sequence[int]) -> tuple[str, int, bool]:
-    """Text up to (not including) the first stop token (``eos_id``: one id or several), its
-    token count, and whether a stop token was reached."""
+                      stop_ids: int | Sequence[int]) -> tuple[str, int, bool]:
+    """Text up to (not including) the first stop id, its token count, and whether a stop id
+    was reached."""
     ids = list(ids)
-    stops = set(_stop_set(eos_id))
+    stops = set(_stop_set(stop_ids))
     end = next((j for j, t in enumerate(ids) if t in stops), None)
-    ended = end is not None
-    if ended:
+    if end is not None:
         ids = ids[:end]
-    return tokenizer.decode(ids, skip_special_tokens=True), len(ids), ended
+    return tokenizer.decode(ids, skip_special_tokens=True), len(ids), end is not None
+
+
+_ROW_COLUMNS = ("prompt_index", "sample_index", "completion", "num_tokens", "finished", "seed")
+
+
+def completion_columns(tokenizer, rows, stop_ids: int | Sequence[int], start: float) -> dict:
+    """The sampler's result from ``rows`` of (prompt index, sample index, seed, new token ids):
+    columns (lists) ``prompt_index``, ``sample_index``, ``completion``, ``num_tokens``,
+    ``finished``, ``seed`` ordered by (prompt, sample), plus ``tokens_per_s`` and ``seconds``
+    (since ``start``, a ``time.perf_counter()`` reading, up to the end of decoding).
+    Every engine builds its rows here, so text, token counts and ``finished`` mean the same."""
+    cols: dict[str, list] = {k: [] for k in _ROW_COLUMNS}
+    new_tokens = 0
+    for p, s, seed, ids in sorted(rows, key=lambda r: (r[0], r[1])):
+        text, ntok, ended = decode_completion(tokenizer, ids, stop_ids)
+        new_tokens += ntok + int(ended)
+        for k, v in zip(_ROW_COLUMNS, (p, s, text, ntok, ended, seed)):
+            cols[k].append(v)
+    seconds = time.perf_counter() - start
+    cols["tokens_per_s"] = new_tokens / seconds if seconds > 0 else 0.0
+    cols["seconds"] = seconds
+    return cols
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    """Plain-text prompts as the policy sees them: token ids, no special tokens added."""
+    return tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
 
 
 def sample_prompts(model, tokenizer, prompts: Sequence[str], params: SamplingParams,
                    seed_of: Callable[[int, int], int], batch_prompts: int = 256, *,
                    prompt_ids: Sequence[Sequence[int]] | None = None,
                    stop_ids: Sequence[int] | None = None) -> dict:
-    """Sample ``params.n`` completions for every prompt.
-
-    ``seed_of(prompt_index, sample_index)`` gives each sample's seed. Prompts are grouped by
-    token length so no padding enters the prompt. ``prompt_ids``: the prompts already encoded
-    (``chat.prompt_kwargs`` renders a chat template), else the texts are encoded as they are;
-    ``stop_ids``: the ids that end a completion (else the tokenizer's EOS). Returns columns
-    (lists) ``prompt_index``, ``sample_index``, ``completion``, ``num_tokens``, ``finished``,
-    ``seed`` and the throughput.
-    """
-    model.eval()
-    eos = list(stop_ids) if stop_ids is not None else tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id
-    encoded = ([list(p) for p in prompt_ids] if prompt_ids is not None
-               else tokenizer(list(prompts), add_special_tokens=False)["input_ids"])
+    """Sample ``params.n`` completions for every text prompt: ``sample_encoded`` on the
+    prompts encoded as they are (``encode_prompts``), or on ``prompt_ids`` when given
+    (``chat.prompt_kwargs`` renders a chat template), ending at ``stop_ids`` (None: EOS)."""
+    encoded = encode_prompts(tokenizer, prompts) if prompt_ids is None else list(prompt_ids)
     if len(encoded) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(encoded)} encoded prompts")
-    order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
-    cols: dict[str, list] = {k: [] for k in
-                             ("prompt_index", "sample_index", "completion", "num_tokens",
-                              "finished", "seed")}
-    new_tokens, start = 0, time.perf_counter()
+    return sample_encoded(model, tokenizer, encoded, params, seed_of, batch_prompts, stop_ids)
+
+
+def sample_encoded(model, tokenizer, encoded: Sequence[Sequence[int]], params: SamplingParams,
+                   seed_of: Callable[[int, int], int], batch_prompts: int = 256,
+                   stop_ids: Sequence[int] | None = None) -> dict:
+    """Sample ``params.n`` completions for every encoded prompt, each ending at the first of
+    ``stop_ids`` (None: the tokenizer's EOS; empty: none, every row runs ``max_new_tokens``).
+
+    ``seed_of(prompt_index, sample_index)`` gives each sample's seed. Prompts are grouped by
+    token length so no padding enters the prompt. Returns ``completion_columns``.
+    """
+    model.eval()
+    stops = [tokenizer.eos_token_id] if stop_ids is None else list(stop_ids)
+    pad = tokenizer.pad_token_id
+    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
+    rows = []
+    start = time.perf_counter()
     i = 0
     while i < len(order):
         length = len(encoded[order[i]])
@@ -335,18 +365,7 @@ def sample_prompts(model, tokenizer, prompts: Sequence[str], params: SamplingPar
             chunk.append(order[i])
             i += 1
         seeds = [seed_of(p, s) for p in chunk for s in range(params.n)]
-        ids = torch.tensor([encoded[p] for p in chunk], dtype=torch.long)
-        toks = sample_expanded(model, ids, torch.tensor(seeds), params, eos, pad).tolist()
-        for r, row in enumerate(toks):
-            text, ntok, ended = decode_completion(tokenizer, row, eos)
-            new_tokens += ntok + int(ended)
-            for k, v in zip(cols, (chunk[r // params.n], r % params.n, text, ntok, ended,
-                                   seeds[r])):
-                cols[k].append(v)
-    seconds = time.perf_counter() - start
-    back = sorted(range(len(cols["seed"])),
-                  key=lambda j: (cols["prompt_index"][j], cols["sample_index"][j]))
-    result = {k: [v[j] for j in back] for k, v in cols.items()}
-    result["tokens_per_s"] = new_tokens / seconds if seconds > 0 else 0.0
-    result["seconds"] = seconds
-    return result
+        ids = torch.tensor([list(encoded[p]) for p in chunk], dtype=torch.long)
+        toks = sample_expanded(model, ids, torch.tensor(seeds), params, stops or -1, pad).tolist()
+        rows += [(chunk[r // params.n], r % params.n, seeds[r], row) for r, row in enumerate(toks)]
+    return completion_columns(tokenizer, rows, stops, start)

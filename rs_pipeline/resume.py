@@ -30,15 +30,20 @@ from rs_pipeline.storage import AssetStore
 NON_OUTPUT_SETTINGS = ("storage", "schedule", "recovery")
 
 
-def lazy(make: Callable[[], Any]) -> Callable[[], Any]:
+class lazy:  # noqa: N801 - used like a function: ``model = lazy(load)``, then ``model()``
     """``make()`` called once, on first use (a model loaded only if a shard needs it)."""
-    box: list = []
 
-    def get():
-        if not box:
-            box.append(make())
-        return box[0]
-    return get
+    def __init__(self, make: Callable[[], Any]):
+        self._make, self._box = make, []
+
+    def __call__(self) -> Any:
+        if not self._box:
+            self._box.append(self._make())
+        return self._box[0]
+
+    @property
+    def started(self) -> bool:
+        return bool(self._box)
 
 
 @lru_cache(maxsize=1)

@@ -6,7 +6,6 @@ import pyarrow as pa
 
 from rs_pipeline.chat import prompt_kwargs, render_text
 from rs_pipeline.context import RunContext
-from rs_pipeline.generation import sample_prompts
 from rs_pipeline.ids import config_hash, sample_seed, seeded_rng
 from rs_pipeline.records import PolicyCheckpoint
 from rs_pipeline.resume import Resume, lazy
@@ -26,22 +25,27 @@ def round_prompts(ctx: RunContext, pool: pa.Table, round_key: str) -> pa.Table:
 
 def generations(ctx: RunContext, prompts: pa.Table, policy: PolicyCheckpoint, round_key: str,
                 resume: Resume | None = None) -> tuple[pa.Table, dict]:
-    """N samples per prompt from ``policy`` with per-sample seeds; every row carries its
+    """N samples per prompt from ``policy`` with per-sample seeds, by the engine
+    ``generation.engine`` names (the seeds it really used are recorded); every row carries its
     lineage (round, prompt, policy, sampling parameters, seed). With ``resume``, rows are
     committed in shards of prompts and a re-run samples only the shards not yet on disk."""
     params, seed = ctx.sampling, ctx.settings.seed
-    model = lazy(lambda: ctx.load_policy(policy))
+    engine = lazy(lambda: ctx.policy_engine(policy))  # started only if a shard needs it
     pids, texts = prompts.column("prompt_id").to_pylist(), prompts.column("prompt").to_pylist()
     timing = {"tokens": 0, "seconds": 0.0}
     chat = ctx.settings.policy.chat_template
 
     def compute(start: int, stop: int) -> pa.Table:
         chunk = texts[start:stop]
-        out = (sample_prompts(*model(), chunk, params,
-                              lambda p, s: sample_seed(seed, round_key, pids[start + p], s),
-                              ctx.settings.generation.batch_prompts,
-                              **prompt_kwargs(*model(), chunk, chat)) if chunk else _NO_ROWS)
-        rendered = render_text(model()[1], chunk, chat) if chunk else []
+        if chunk:
+            e = engine()
+            rendered = render_text(e.tokenizer, chunk, chat)
+            kw = prompt_kwargs(e, e.tokenizer, chunk, chat)
+            out = e.sample(kw["prompt_ids"], params,
+                           lambda p, s: sample_seed(seed, round_key, pids[start + p], s),
+                           kw["stop_ids"])
+        else:
+            out, rendered = _NO_ROWS, []
         timing["tokens"] += sum(out["num_tokens"]) + sum(out["finished"])
         timing["seconds"] += out["seconds"]
         rows = len(out["completion"])
@@ -59,7 +63,11 @@ def generations(ctx: RunContext, prompts: pa.Table, policy: PolicyCheckpoint, ro
             "max_new_tokens": [params.max_new_tokens] * rows,
         })
 
-    table = resume.sharded(len(texts), compute) if resume else compute(0, len(texts))
+    try:
+        table = resume.sharded(len(texts), compute) if resume else compute(0, len(texts))
+    finally:
+        if engine.started:
+            engine().close()  # a vLLM worker exits here, before anything else needs the memory
     seconds = timing["seconds"]
     return table, {"gen/tokens_per_s": timing["tokens"] / seconds if seconds else None,
                    "gen/seconds": seconds, "gen/rows": table.num_rows}

@@ -38,7 +38,8 @@ def sampling_policy(context: dg.AssetExecutionContext,
 def generations(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                 mlflow: MlflowResource, round_prompts: pa.Table,
                 sampling_policy: ChampionChoice) -> dg.Output[pa.Table]:
-    """N samples per prompt from the sampling policy (prefill once, KV cache expanded N times)."""
+    """N samples per prompt from the sampling policy, by the engine ``generation.engine`` names
+    (``transformers`` in process, or a ``vllm`` worker stopped when the step ends)."""
     policy, key = sampling_policy.checkpoint, context.partition_key
     table, metrics, reused = run_step(
         context, pipeline, "generations", {"prompts": round_prompts, "policy": policy},
