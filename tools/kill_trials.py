@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -48,15 +49,20 @@ def main() -> None:
     expected = _tables_and_records(reference)
     print(f"reference demo: {duration:.0f}s", flush=True)
     rng = random.Random(args.seed)
-    recovered = identical = 0
-    for trial in range(args.trials):
+    recovered = identical = trial = 0
+    window = 0.95 * duration
+    while trial < args.trials:
         home = work / f"trial{trial:02d}"
-        delay = rng.uniform(8.0, 0.95 * duration)  # imports take the first seconds
+        delay = rng.uniform(8.0, window)  # imports take the first seconds
         proc = _spawn(_demo_args(home, config), home)
         time.sleep(delay)
-        killed = proc.poll() is None
-        if killed:
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is not None:  # it finished first: no kill happened, try an earlier moment
+            proc.communicate()
+            shutil.rmtree(home, ignore_errors=True)
+            window = max(16.0, 0.8 * delay)
+            print(f"  (finished before {delay:.0f}s: not a kill trial; retrying earlier)", flush=True)
+            continue
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         code, _ = _run(home, config)
         ok = code == 0
@@ -68,8 +74,9 @@ def main() -> None:
         same = ok and _tables_and_records(home) == expected
         recovered += ok
         identical += same
-        print(f"trial {trial:2d}: kill at {delay:5.1f}s ({'killed' if killed else 'had finished'})"
-              f" -> re-run exit {code}, {'identical' if same else 'DIFFERENT'}", flush=True)
+        print(f"trial {trial:2d}: kill -9 at {delay:5.1f}s -> re-run exit {code}, "
+              f"{'identical' if same else 'DIFFERENT'}", flush=True)
+        trial += 1
     print(f"recovered={recovered}/{args.trials} identical={identical}/{args.trials} ({work})")
 
 
