@@ -66,15 +66,16 @@ def build_tiny_llama(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 
 
 
 def build_tiny_chat_policy(folder: str | Path, task: Task, train_prompts: Sequence[str],
-                           cfg: PolicyConfig | None = None, seed: int = 0) -> Path:
+                           cfg: PolicyConfig | None = None, seed: int = 0, heads: int = 4) -> Path:
     """Build the tiny chat policy, pretrain it briefly on ``task`` through its chat template
-    (``cfg.pretrain_*``/``bug_rate``, as the demo model is pretrained) and save it to ``folder``."""
+    (``cfg.pretrain_*``/``bug_rate``, as the demo model is pretrained) and save it to ``folder``.
+    ``heads=2`` gives heads of width 32, the narrowest vLLM's CPU attention takes."""
     cfg = cfg or PolicyConfig(pretrain_steps=150, pretrain_batch_size=64, pretrain_lr=3e-3)
     cfg = replace(cfg, chat_template="auto")
     corpus = [p + task.answer(p) for p in train_prompts[:2000]] if task.has_verifier else list(
         train_prompts)
     tokenizer = build_bpe_chat_tokenizer(corpus)
-    model = build_tiny_llama(tokenizer, seed=seed)
+    model = build_tiny_llama(tokenizer, heads=heads, seed=seed)
     if cfg.pretrain_steps and task.has_verifier:
         pretrain_on_task(model, tokenizer, task, train_prompts, cfg, seed)
     folder = Path(folder)

@@ -146,3 +146,38 @@ def test_sampled_rows_repeat_with_their_seeds_and_follow_the_policy(engines):
     print("sampled accuracy: vllm", accuracy(a), "transformers", accuracy(ref))
     assert abs(accuracy(a) - accuracy(ref)) < 0.1, (accuracy(a), accuracy(ref))
     assert 0.1 < accuracy(ref) < 0.95
+
+
+def test_a_chat_policy_samples_the_same_through_vllm(tmp_path):
+    """A Llama chat policy (byte-level BPE, ChatML): templated prompts, stops at <|im_end|>
+    (listed in its generation config, not its tokenizer's EOS); greedy rows equal the
+    transformers engine's token for token."""
+    from rs_pipeline.chat import prompt_kwargs
+    from rs_pipeline.config import GenerationConfig, PolicyConfig
+    from rs_pipeline.engines import open_engine
+    from rs_pipeline.testing_models import build_tiny_chat_policy
+
+    task = get_task("rev8")  # heads of width 32: vLLM's CPU attention refuses width 16
+    tiny_chat_policy = build_tiny_chat_policy(
+        tmp_path / "chat", task, task.prompts()[:4000],
+        PolicyConfig(pretrain_steps=150, pretrain_batch_size=64, pretrain_lr=3e-3), heads=2)
+
+    prompts = _prompts(2500, 48)
+    params = SamplingParams(n=2, temperature=0.0, max_new_tokens=12)
+    out = {}
+    for name in ("transformers", "vllm"):
+        engine = open_engine(GenerationConfig(engine=name, vllm_python=str(VLLM_PYTHON)),
+                             tiny_chat_policy, 0)
+        try:
+            kw = prompt_kwargs(engine, engine.tokenizer, prompts)
+            out[name] = engine.sample(kw["prompt_ids"], params, lambda p, s: 0, kw["stop_ids"])
+        finally:
+            engine.close()
+    tok = engine.tokenizer
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert im_end in kw["stop_ids"] and im_end != tok.eos_token_id
+    assert tok.decode(kw["prompt_ids"][0]).endswith("<|im_start|>assistant\n")
+    assert {k: out["transformers"][k] for k in ROWS} == {k: out["vllm"][k] for k in ROWS}
+    assert sum(out["vllm"]["finished"]) > 0.8 * len(prompts) * 2
+    assert not any("<|im_end|>" in c for c in out["vllm"]["completion"])
+    assert not _live_workers()
