@@ -67,7 +67,12 @@ class MlflowResource(dg.ConfigurableResource):
                                  **create).info.run_id
 
     def _history_run(self, client, exp_id: str) -> str:
-        return self._find_or_create(client, exp_id, HISTORY_TAG, "1", run_name="rounds")
+        """The history run: a container for every round's metrics, never "running" (a run left
+        RUNNING reads as a dead job in MLflow's UI); metrics are logged to it all the same."""
+        run_id = self._find_or_create(client, exp_id, HISTORY_TAG, "1", run_name="rounds")
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "FINISHED")
+        return run_id
 
     def round_run(self, round_key: str, dagster_run_id: str | None) -> str:
         """The MLflow run of ``round_key`` (created on first use, under the history run),
