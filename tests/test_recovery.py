@@ -37,6 +37,7 @@ def _no_model_work(monkeypatch):
         raise AssertionError("model work was done")
 
     for name in ("rs_pipeline.context.load_policy", "rs_pipeline.context.load_preference",
+                 "rs_pipeline.engines.load_policy",
                  "rs_pipeline.steps.bootstrap.pretrain_base_policy",
                  "rs_pipeline.steps.judging.preference_from_policy",
                  "rs_pipeline.steps.judging.load_preference"):
