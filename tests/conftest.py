@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import pytest
@@ -28,6 +29,15 @@ def make_home(path, monkeypatch, settings=TINY):
     monkeypatch.setenv("DAGSTER_HOME", str(path))
     monkeypatch.delenv("RS_PIPELINE_CONFIG", raising=False)
     return path
+
+
+@contextlib.contextmanager
+def pointing_at(home):
+    """DAGSTER_HOME is ``home`` (and no config override) inside the block."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(home))
+        mp.delenv("RS_PIPELINE_CONFIG", raising=False)
+        yield home
 
 
 @pytest.fixture

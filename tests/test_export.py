@@ -16,14 +16,12 @@ from rs_pipeline.export import export_round
 from rs_pipeline.ids import table_version
 from rs_pipeline.modeling import build_char_tokenizer, build_tiny_gpt2
 from rs_pipeline.storage import AssetStore
+from tests.conftest import pointing_at
 
 
 @pytest.fixture(scope="module")
 def home(two_promoted_rounds):
-    home, _ = two_promoted_rounds
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DAGSTER_HOME", str(home))
-        mp.delenv("RS_PIPELINE_CONFIG", raising=False)
+    with pointing_at(two_promoted_rounds[0]) as home:
         yield home
 
 

@@ -14,6 +14,7 @@ from rs_pipeline.defs.runner import run_bootstrap, run_round
 from rs_pipeline.history import round_row
 from rs_pipeline.ids import table_version
 from rs_pipeline.storage import AssetStore
+from tests.conftest import pointing_at
 
 ROUND_TABLES = ["round_prompts", "generations", "preference_labels", "scores", "sft_dataset",
                 "dpo_pairs"]
@@ -23,9 +24,7 @@ ROUND_TABLES = ["round_prompts", "generations", "preference_labels", "scores", "
 def two_rounds(two_promoted_rounds):
     """Bootstrap + two promoted rounds (built once per session); tests read what they left."""
     home, results = two_promoted_rounds
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DAGSTER_HOME", str(home))
-        mp.delenv("RS_PIPELINE_CONFIG", raising=False)
+    with pointing_at(home):
         yield home, dg.DagsterInstance.get(), results
 
 
