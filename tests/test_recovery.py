@@ -196,3 +196,25 @@ def test_bad_files_and_storage_are_refused_before_any_run(tmp_path, tiny_policy,
     assert "Traceback" not in err
     assert not (home / "history").exists()  # no run was even created
     assert [p for p in home.rglob("*") if p.suffix in (".parquet", ".json")] == []
+
+
+def test_a_run_whose_creator_died_before_it_started_is_recovered(home):
+    """kill -9 between creating a round's run and starting it left it NOT_STARTED, and the
+    next demo stopped on "round is still running" (found by tools/kill_trials.py)."""
+    from rs_pipeline.context import load_context
+    from rs_pipeline.defs import job
+    from rs_pipeline.defs.recovery import CRASHED_TAG, OWNER_TAG, recover
+    from rs_pipeline.home_lock import home_lock
+
+    instance = dg.DagsterInstance.get()
+    dead = instance.create_run_for_job(job("round"), tags={OWNER_TAG: "999999999",
+                                                           "dagster/partition": "r0002",
+                                                           "rs_pipeline/round": "r0002"})
+    ui = instance.create_run_for_job(job("round"), tags={"dagster/partition": "r0002"})
+    ctx = load_context(home)
+    with home_lock(home, "test"):
+        repaired = recover(instance, ctx)
+    assert any("never started" in line for line in repaired)
+    run = instance.get_run_by_id(dead.run_id)
+    assert run.status == dg.DagsterRunStatus.FAILURE and run.tags[CRASHED_TAG] == "true"
+    assert instance.get_run_by_id(ui.run_id).status == dg.DagsterRunStatus.NOT_STARTED

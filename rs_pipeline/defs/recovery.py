@@ -7,6 +7,8 @@ holds that lock, so any other run still marked in flight has lost its process.
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from rs_pipeline.context import RunContext
@@ -15,6 +17,11 @@ from rs_pipeline.home_lock import holds_lock
 IN_FLIGHT = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
              dg.DagsterRunStatus.CANCELING]
 CRASHED_TAG = "rs_pipeline/crashed"
+OWNER_TAG = "rs_pipeline/owner"  # the process that created an in-process run (it holds the lock)
+
+
+def owner_tags() -> dict[str, str]:
+    return {OWNER_TAG: str(os.getpid())}
 
 
 def recover(instance: dg.DagsterInstance, ctx: RunContext, current_run_id: str | None = None,
@@ -32,6 +39,16 @@ def recover(instance: dg.DagsterInstance, ctx: RunContext, current_run_id: str |
         instance.report_run_failed(run, message="the process running it is gone (killed, out of "
                                                 "memory or power loss); completed steps are kept")
         repaired.append(f"run {run.run_id} ({_what(run)}) had died: marked failed")
+    # a run created in process (CLI, tick) by a process killed before it started: its creator
+    # held the home lock, which we now hold, so that process is gone (UI runs carry no owner)
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.NOT_STARTED])):
+        owner = run.tags.get(OWNER_TAG)
+        if run.run_id == current_run_id or owner is None or owner == str(os.getpid()):
+            continue
+        instance.add_run_tags(run.run_id, {CRASHED_TAG: "true"})
+        instance.report_run_failed(run, message="the process that created it died before it "
+                                                "started")
+        repaired.append(f"run {run.run_id} ({_what(run)}) never started: marked failed")
     storage = instance.event_log_storage
     for run_id in storage.get_concurrency_run_ids():
         if run_id == current_run_id:

@@ -8,7 +8,7 @@ from dagster._core.storage.tags import TAGS_TO_MAYBE_OMIT_ON_RETRY
 
 from rs_pipeline.defs import job, round_job_def
 from rs_pipeline.defs.partitions import add_round
-from rs_pipeline.defs.recovery import CRASHED_TAG
+from rs_pipeline.defs.recovery import CRASHED_TAG, owner_tags
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -16,7 +16,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 def run_bootstrap(instance: dg.DagsterInstance, quiet: bool = True) -> dg.ExecuteInProcessResult:
     return job("bootstrap").execute_in_process(
         instance=instance, run_config=QUIET if quiet else None, raise_on_error=False,
-        tags={"rs_pipeline/stage": "bootstrap"})
+        tags={"rs_pipeline/stage": "bootstrap", **owner_tags()})
 
 
 def run_round(instance: dg.DagsterInstance, key: str | None = None,
@@ -29,7 +29,7 @@ def run_round(instance: dg.DagsterInstance, key: str | None = None,
     key = add_round(instance, key)
     result = job("round").execute_in_process(
         instance=instance, partition_key=key, run_config=QUIET if quiet else None,
-        raise_on_error=False, tags={"rs_pipeline/round": key})
+        raise_on_error=False, tags={"rs_pipeline/round": key, **owner_tags()})
     return key, result
 
 
@@ -38,7 +38,7 @@ def reexecute_round(instance: dg.DagsterInstance, run: dg.DagsterRun,
     """Dagster's re-execution from failure of a round's failed (or crashed) run: the steps
     that succeeded are kept, the failed and not-yet-run ones execute."""
     omit = {*TAGS_TO_MAYBE_OMIT_ON_RETRY, CRASHED_TAG}
-    tags = {k: v for k, v in run.tags.items() if k not in omit}
+    tags = {**{k: v for k, v in run.tags.items() if k not in omit}, **owner_tags()}
     return dg.execute_job(dg.reconstructable(round_job_def), instance=instance, tags=tags,
                           run_config=QUIET if quiet else None,
                           reexecution_options=dg.ReexecutionOptions.from_failure(
