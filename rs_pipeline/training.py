@@ -96,7 +96,7 @@ def run_trainer(model, rows: datasets.Dataset, collator, *, trainer_cls: type = 
             out, save_steps=checkpoint_steps if keep else 0, **args), train_dataset=rows,
             data_collator=collator)
         trainer.remove_callback(PrinterCallback)  # the metrics are returned, not printed
-        last = get_last_checkpoint(out) if keep else None
+        last = last_complete_checkpoint(out) if keep else None
         start = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=last)
         seconds = time.perf_counter() - start
@@ -107,6 +107,17 @@ def run_trainer(model, rows: datasets.Dataset, collator, *, trainer_cls: type = 
     return {"train_loss": sum(losses) / len(losses) if losses else float(result.training_loss),
             "steps": int(result.global_step), "seconds": seconds,
             "resumed_from_step": _step_of(last)}
+
+
+def last_complete_checkpoint(folder: str) -> str | None:
+    """The newest Trainer checkpoint in ``folder`` that was written to the end (the Trainer
+    writes ``trainer_state.json`` last); a half-written one, left by a kill during the save, is
+    removed, and the one before it (if kept) is used."""
+    while (last := get_last_checkpoint(folder)) is not None:
+        if (Path(last) / "trainer_state.json").exists():
+            return last
+        shutil.rmtree(last, ignore_errors=True)
+    return None
 
 
 def _step_of(checkpoint: str | None) -> int:

@@ -1,3 +1,4 @@
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -50,3 +51,19 @@ def test_sft_learns_the_completions_only_and_leaves_no_temp_folder(tiny_policy):
         base = model(input_ids=ids, labels=labels).loss
         labels[0, 1] = IGNORE
         assert torch.equal(model(input_ids=ids, labels=labels).loss, base)
+
+
+def test_a_half_written_trainer_checkpoint_is_skipped(tmp_path):
+    """kill -9 during a Trainer save left checkpoint-10 without its weights, and the resumed
+    step failed with "Can't find a valid checkpoint" (found by tools/kill_trials.py)."""
+    from rs_pipeline.training import last_complete_checkpoint
+
+    done, partial = tmp_path / "checkpoint-5", tmp_path / "checkpoint-10"
+    done.mkdir()
+    (done / "trainer_state.json").write_text("{}")
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"half")
+    assert last_complete_checkpoint(str(tmp_path)) == str(done)
+    assert not partial.exists()
+    shutil.rmtree(done)
+    assert last_complete_checkpoint(str(tmp_path)) is None
