@@ -218,3 +218,18 @@ def test_a_run_whose_creator_died_before_it_started_is_recovered(home):
     run = instance.get_run_by_id(dead.run_id)
     assert run.status == dg.DagsterRunStatus.FAILURE and run.tags[CRASHED_TAG] == "true"
     assert instance.get_run_by_id(ui.run_id).status == dg.DagsterRunStatus.NOT_STARTED
+
+
+def test_the_mlflow_store_is_created_whole(tmp_path):
+    """kill -9 during the MLflow store's schema migrations left a half-migrated mlflow.db that
+    no later run could open (found by tools/kill_trials.py)."""
+    from rs_pipeline.defs.mlflow_resource import create_store_atomically
+
+    db = tmp_path / "mlflow.db"
+    stale = tmp_path / "mlflow.db.tmp-dead0000"
+    stale.write_bytes(b"half-migrated")
+    create_store_atomically(db)
+    assert db.exists() and not stale.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["mlflow.db"]
+    exp = mlflow.MlflowClient(f"sqlite:///{db}").create_experiment("x")
+    assert mlflow.MlflowClient(f"sqlite:///{db}").get_experiment(exp).name == "x"

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -45,6 +48,8 @@ class MlflowResource(dg.ConfigurableResource):
         import mlflow
 
         uri = self.pipeline.ctx.mlflow_tracking_uri
+        if uri.startswith("sqlite:///"):
+            create_store_atomically(Path(uri[len("sqlite:///"):]))
         mlflow.set_tracking_uri(uri)
         logging.getLogger("mlflow").setLevel(logging.ERROR)
         return mlflow.MlflowClient(uri)
@@ -176,3 +181,20 @@ class MlflowResource(dg.ConfigurableResource):
         except Exception:  # noqa: BLE001 - no model or alias yet
             return None
         return {"version": mv.version, **mv.tags}
+
+
+def create_store_atomically(db: Path) -> None:
+    """Create a local MLflow SQLite store (its schema migrations take seconds) in a temporary
+    file moved into place when complete: a kill during creation leaves no half-migrated store
+    that every later run would fail to open. Leftovers of such a kill are removed."""
+    import mlflow
+
+    if not db.exists():
+        tmp = db.with_name(f"{db.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            mlflow.MlflowClient(f"sqlite:///{tmp}").search_experiments(max_results=1)
+            os.replace(tmp, db)
+        finally:
+            tmp.unlink(missing_ok=True)
+    for stale in db.parent.glob(f"{db.name}.tmp-*"):
+        stale.unlink(missing_ok=True)
