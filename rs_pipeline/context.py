@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from rs_pipeline.annotation import make_annotator
+from rs_pipeline.annotators import make_annotator
 from rs_pipeline.chat import uses_template
 from rs_pipeline.checkpoints import CheckpointStore
 from rs_pipeline.config import PipelineConfig, config_from_dict, load_config

@@ -39,6 +39,12 @@ def table_version(table: pa.Table) -> str:
     return _digest(sink.getvalue().to_pybytes())
 
 
+def file_version(path) -> str:
+    """Content version of a file: a hash of its bytes."""
+    with open(path, "rb") as f:
+        return _digest(f.read(), 12)
+
+
 def derive_seed(*parts: object) -> int:
     """The one seed scheme: a 31-bit seed hashed from the run seed and what the draw is for
     (round, prompt id, sample index, ...). Same parts, same seed, on any machine."""

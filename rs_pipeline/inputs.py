@@ -176,7 +176,8 @@ def _prompt_or_messages(check: FileCheck, r: dict, i: int) -> str | None:
 
 def check_judgements_file(path: str | Path, quarantine: str = "drop") -> FileCheck:
     """A judgements file: ``prompt``, ``completion_a``, ``completion_b`` texts and ``hp``, a finite
-    number in [0, 1] (the probability A is preferred). Pairs of identical completions and
+    number in [0, 1] (the probability A is preferred); optionally ``annotator_id`` and
+    ``labelled_at`` (kept as the labels' provenance). Pairs of identical completions and
     repeated pairs are quarantined."""
     check = FileCheck(Path(path))
     rows = read_rows(path, check)
@@ -199,10 +200,28 @@ def check_judgements_file(path: str | Path, quarantine: str = "drop") -> FileChe
                         quarantine == "refuse")
             continue
         seen[key] = _row(r, i)
-        check.rows.append({"prompt": prompt, "completion_a": a, "completion_b": b, "hp": hp})
+        check.rows.append({"prompt": prompt, "completion_a": a, "completion_b": b, "hp": hp,
+                           **_provenance(check, r, i)})
     if not check.rows and not check.problems:
         check.problem(None, None, "holds no usable judgements")
     return check
+
+
+def _provenance(check: FileCheck, r: dict, i: int) -> dict[str, str]:
+    """The optional ``annotator_id`` (who) and ``labelled_at`` (when) columns of a row."""
+    out = {}
+    for col in ("annotator_id", "labelled_at"):
+        value = r.get(col)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            out[col] = value
+        elif col == "labelled_at" and hasattr(value, "isoformat"):
+            out[col] = value.isoformat()
+        else:
+            check.problem(_row(r, i), col, f"expected text, got {type(value).__name__} "
+                                           f"{value!r:.40}")
+    return out
 
 
 def _probability(check: FileCheck, r: dict, i: int) -> float | None:

@@ -23,6 +23,9 @@ def _schema(*cols: tuple[str, pa.DataType], nullable: tuple[str, ...] = ()) -> p
     return pa.schema([pa.field(n, t, nullable=n in nullable) for n, t in cols])
 
 
+# who labelled a pair, from which file version, when (a person's label); see annotators.base
+_PROVENANCE = (("annotator_id", S), ("label_source", S), ("labelled_at", S))
+_PROVENANCE_NULLABLE = ("label_source", "labelled_at")
 _SAMPLING = (("temperature", F64), ("top_k", I32), ("top_p", F64), ("max_new_tokens", I32))
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -30,7 +33,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "eval_prompts": _schema(("prompt_id", S), ("prompt", S), ("split", S)),
     "seed_preferences": _schema(
         ("prompt_id", S), ("prompt", S), ("completion_a", S), ("completion_b", S), ("hp", F64),
-        ("annotator", S), ("split", S),
+        ("annotator", S), *_PROVENANCE, ("split", S),
+        nullable=_PROVENANCE_NULLABLE,
     ),
     "round_prompts": _schema(("round", S), ("prompt_id", S), ("prompt", S)),
     "generations": _schema(
@@ -41,7 +45,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "preference_labels": _schema(
         ("round", S), ("prompt_id", S), ("prompt", S), ("completion_a", S), ("completion_b", S),
         ("generation_id_a", S), ("generation_id_b", S), ("hp", F64), ("annotator", S),
-        ("policy_id", S), ("split", S),
+        *_PROVENANCE, ("policy_id", S), ("split", S),
+        nullable=_PROVENANCE_NULLABLE,
     ),
     "scores": _schema(
         ("generation_id", S), ("round", S), ("prompt_id", S), ("prompt", S),

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rs_pipeline.annotation import FileAnnotator
+from rs_pipeline.annotators import FileAnnotator
 from rs_pipeline.errors import InputError
 from rs_pipeline.inputs import check_judgements_file, check_prompts_file
 from rs_pipeline.tasks.prompts_file import read_prompt_file

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rs_pipeline.annotation import FileAnnotator, SimulatedAnnotator, make_annotator
+from rs_pipeline.annotators import FileAnnotator, SimulatedAnnotator, hps, make_annotator
 from rs_pipeline.errors import InputError
 from rs_pipeline.tasks import get_task
 from rs_pipeline.tasks.prompts_file import read_prompt_file
@@ -32,10 +32,12 @@ def test_simulated_annotator_flips_the_configured_share():
     rng = random.Random(0)
     prompts = rng.sample(t.prompts(), 2000)
     pairs = [(p, t.answer(p), t.wrong_answer(p, rng)) for p in prompts]
-    labels = SimulatedAnnotator(t, label_noise=0.1, seed=0).label(pairs)
+    labels = hps(SimulatedAnnotator(t, label_noise=0.1, seed=0).label(pairs))
     flipped = sum(h == 0.0 for h in labels) / len(labels)
     assert 0.08 < flipped < 0.12
-    assert SimulatedAnnotator(t, 0.1, 0).label([(prompts[0], "x", "x")]) == [0.5]
+    tie = SimulatedAnnotator(t, 0.1, 0).label([(prompts[0], "x", "x")])
+    assert [(lab.hp, lab.annotator_id, lab.source, lab.labelled_at) for lab in tie] == [
+        (0.5, "simulated:noise=0.1", None, None)]
     with pytest.raises(InputError, match="label_noise"):
         SimulatedAnnotator(t, label_noise=0.7)
 
@@ -43,10 +45,16 @@ def test_simulated_annotator_flips_the_configured_share():
 def test_file_annotator_labels_either_order_and_names_bad_rows(tmp_path):
     path = tmp_path / "labels.parquet"
     pq.write_table(pa.table({"prompt": ["p1", "p2"], "completion_a": ["a", "c"],
-                             "completion_b": ["b", "d"], "hp": [0.8, 0.0]}), path)
+                             "completion_b": ["b", "d"], "hp": [0.8, 0.0],
+                             "annotator_id": ["ann-7", None],
+                             "labelled_at": ["2026-11-01T10:00:00", None]}), path)
     ann = make_annotator("file", get_task("rev8"), 0.0, 0, str(path))
-    assert ann.label([("p1", "a", "b"), ("p1", "b", "a"), ("p9", "a", "b")]) == [
-        0.8, pytest.approx(0.2), None]
+    labels = ann.label([("p1", "a", "b"), ("p1", "b", "a"), ("p9", "a", "b"), ("p2", "c", "d")])
+    assert hps(labels) == [0.8, pytest.approx(0.2), None, 0.0]
+    version = f"{path}@{ann.version}"
+    assert [(lab.annotator_id, lab.source, lab.labelled_at) for lab in labels[:2]] == [
+        ("ann-7", version, "2026-11-01T10:00:00")] * 2
+    assert (labels[3].annotator_id, labels[3].labelled_at) == ("file:labels.parquet", None)
     bad = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"prompt": ["p1", "p2"], "completion_a": ["a", "c"],
                              "completion_b": ["b", "d"], "hp": [0.5, 1.5]}), bad)

@@ -6,7 +6,7 @@ import random
 
 import pyarrow as pa
 
-from rs_pipeline.annotation import FileAnnotator
+from rs_pipeline.annotators import FileAnnotator, label_columns
 from rs_pipeline.context import RunContext
 from rs_pipeline.errors import InputError
 from rs_pipeline.ids import config_hash, normalize_prompt, prompt_id, table_version
@@ -85,16 +85,17 @@ def seed_preferences(ctx: RunContext, pool: pa.Table) -> tuple[pa.Table, dict]:
     stats: dict = {}
     if pc.seed_labels_path:
         annotator = FileAnnotator(pc.seed_labels_path, cfg.inputs.quarantine)
-        rows, source = annotator.all_pairs(), "file"
+        rows = annotator.all_pairs()
         stats = {f"quarantined_{k}": v for k, v in annotator.quarantined.items()}
     else:
+        annotator = ctx.annotator
         triples = ctx.task.seed_pairs(pool.column("prompt").to_pylist(), pc.seed_pairs, cfg.seed)
-        labels = ctx.annotator.label(triples, salt="seed")
-        rows = [(*t, hp) for t, hp in zip(triples, labels) if hp is not None]
-        source = ctx.annotator.source
+        labels = annotator.label(triples, salt="seed")
+        rows = [(t, lab) for t, lab in zip(triples, labels) if lab is not None]
+    pairs, labels = [r[0] for r in rows], [r[1] for r in rows]
     table = make_table("seed_preferences", {
-        "prompt_id": [prompt_id(r[0]) for r in rows], "prompt": [r[0] for r in rows],
-        "completion_a": [r[1] for r in rows], "completion_b": [r[2] for r in rows],
-        "hp": [r[3] for r in rows], "annotator": [source] * len(rows),
+        "prompt_id": [prompt_id(p[0]) for p in pairs], "prompt": [p[0] for p in pairs],
+        "completion_a": [p[1] for p in pairs], "completion_b": [p[2] for p in pairs],
+        **label_columns(labels, annotator.source),
         "split": heldout_split(len(rows), pc.heldout_fraction, cfg.seed, "seed")})
     return table, {"pairs": table.num_rows, **stats}

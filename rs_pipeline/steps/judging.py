@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pandas as pd
 import pyarrow as pa
 
-from rs_pipeline.annotation import SimulatedAnnotator
+from rs_pipeline.annotators import SimulatedAnnotator, hps, label_columns
 from rs_pipeline.context import RunContext
 from rs_pipeline.ids import config_hash, derive_seed, seeded_rng, table_version
 from rs_pipeline.lora import fine_tune
@@ -71,7 +71,7 @@ def label_round_pairs(generations: pa.Table, annotator, n_pairs: int, heldout_fr
                            seed=derive_seed(seed, round_key, "pairs"), scores=scores)
     triples = [(g["prompt"][a], g["completion"][a], g["completion"][b]) for a, b in picks]
     labels = annotator.label(triples, salt=round_key)
-    keep = [(ab, t, hp) for ab, t, hp in zip(picks, triples, labels) if hp is not None]
+    keep = [(ab, t, lab) for ab, t, lab in zip(picks, triples, labels) if lab is not None]
     a_rows, b_rows = [ab[0] for ab, _, _ in keep], [ab[1] for ab, _, _ in keep]
     return make_table("preference_labels", {
         "round": [round_key] * len(keep), "prompt_id": [g["prompt_id"][a] for a in a_rows],
@@ -79,7 +79,7 @@ def label_round_pairs(generations: pa.Table, annotator, n_pairs: int, heldout_fr
         "completion_b": [t[2] for _, t, _ in keep],
         "generation_id_a": [g["generation_id"][a] for a in a_rows],
         "generation_id_b": [g["generation_id"][b] for b in b_rows],
-        "hp": [hp for _, _, hp in keep], "annotator": [annotator.source] * len(keep),
+        **label_columns([lab for _, _, lab in keep], annotator.source),
         "policy_id": [g["policy_id"][a] for a in a_rows],
         "split": heldout_split(len(keep), heldout_fraction, seed, round_key),
     })
@@ -103,7 +103,7 @@ def label_pairs(ctx: RunContext, generations: pa.Table, previous: PreferenceChec
 
 def _verifier_pairs(task, pairs: Sequence[LabelledPair]) -> list[LabelledPair]:
     """The same pairs labelled by the verifier alone (true accuracy, free of annotator noise)."""
-    truth = SimulatedAnnotator(task, label_noise=0.0).label([p[:3] for p in pairs])
+    truth = hps(SimulatedAnnotator(task, label_noise=0.0).label([p[:3] for p in pairs]))
     return [(*p[:3], hp) for p, hp in zip(pairs, truth)]
 
 
