@@ -20,7 +20,7 @@ from rs_pipeline.errors import InputError
 
 Selector = Literal["preference", "verifier", "mix"]
 PairStrategy = Literal["top_vs_other", "random"]
-AnnotatorKind = Literal["simulated", "file"]
+AnnotatorKind = Literal["simulated", "file", "reward_model", "judge", "mixed"]
 ChatTemplateMode = Literal["auto", "off"]
 Engine = Literal["transformers", "vllm"]
 
@@ -128,9 +128,19 @@ class PreferenceConfig:
 class AnnotatorConfig:
     """Who labels pairs (soft label hp in [0, 1])."""
 
-    kind: AnnotatorKind = _f("simulated", "'simulated' (verifier + noise) or 'file' (human judgements).")
+    kind: AnnotatorKind = _f("simulated", "'simulated' (verifier + noise), 'file' (human "
+                             "judgements), 'reward_model', 'judge' (an LLM) or 'mixed'.")
     label_noise: float = _f(0.1, "Simulated: probability a decided label is flipped.", ge=0, le=0.5)
     path: str | None = _f(None, "File: Parquet with prompt, completion_a, completion_b, hp.")
+    reward_model_path: str | None = _f(None, "Reward model: local one-output sequence-classifier "
+                                       "folder (with its tokenizer).")
+    temperature: float = _f(1.0, "Reward model: hp = sigmoid((r_a - r_b) / temperature).", gt=0)
+    judge_path: str | None = _f(None, "Judge: local causal-LM folder (its tokenizer and chat "
+                                "template, if any).")
+    judge_template: str | None = _f(None, "Judge: text file with {prompt}, {a}, {b}; empty: the "
+                                    "built-in A-or-B question.")
+    mix: str = _f("", "Mixed: weighted kinds of this section, e.g. "
+                  "'simulated=0.5,reward_model=0.5'.")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from rs_pipeline.annotators import make_annotator
+from rs_pipeline.annotators import kinds_in_use, make_annotator
 from rs_pipeline.chat import uses_template
 from rs_pipeline.checkpoints import CheckpointStore
 from rs_pipeline.config import PipelineConfig, config_from_dict, load_config
@@ -72,8 +72,7 @@ class RunContext:
 
     @cached_property
     def annotator(self):
-        a = self.settings.annotator
-        return make_annotator(a.kind, self.task, a.label_noise, self.settings.seed, a.path,
+        return make_annotator(self.settings.annotator, self.task, self.settings.seed,
                               self.settings.inputs.quarantine)
 
     @cached_property
@@ -150,9 +149,15 @@ def check_settings(cfg: PipelineConfig) -> list[str]:
         if path and not (Path(path) / "config.json").is_file():
             problems.append(f"setting {name}: {path} is not a Hugging Face model folder "
                             "(no config.json)")
+    try:
+        kinds = kinds_in_use(cfg.annotator.kind, cfg.annotator.mix)
+    except InputError as exc:
+        problems += str(exc).splitlines()
+        kinds = []
+    problems += _annotator_paths(cfg, kinds)
     verifier = task is not None and task.has_verifier
     if task is not None and not verifier:
-        if cfg.annotator.kind == "simulated":
+        if "simulated" in kinds:
             problems.append(f"setting annotator.kind='simulated' needs a task with a verifier; "
                             f"task {task.name!r} has none: use annotator.kind='file'")
         if cfg.selection.selector != "preference":
@@ -171,6 +176,27 @@ def check_settings(cfg: PipelineConfig) -> list[str]:
     if cfg.annotator.kind == "file" and not cfg.preference.seed_labels_path:
         problems.append("setting preference.seed_labels_path is required when annotator.kind is "
                         "'file' (a judgements file cannot label the synthetic seed pairs)")
+    return problems
+
+
+def _annotator_paths(cfg: PipelineConfig, kinds: list[str]) -> list[str]:
+    """The files and folders the annotator kinds in use need, present."""
+    a, problems = cfg.annotator, []
+    if cfg.annotator.kind == "mixed" and "file" in kinds and not a.path:
+        problems.append("setting annotator.path is required when annotator.mix uses 'file'")
+    for kind, name, path, folder in (
+            ("reward_model", "annotator.reward_model_path", a.reward_model_path, True),
+            ("judge", "annotator.judge_path", a.judge_path, True),
+            ("judge", "annotator.judge_template", a.judge_template, False)):
+        if kind not in kinds:
+            continue
+        if folder and not path:
+            problems.append(f"setting {name} is required when the {kind!r} annotator is used")
+        elif folder and not (Path(path) / "config.json").is_file():
+            problems.append(f"setting {name}: {path} is not a Hugging Face model folder "
+                            "(no config.json)")
+        elif path and not folder and not Path(path).is_file():
+            problems.append(f"setting {name}: file {path} does not exist")
     return problems
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 
+from rs_pipeline.annotators import kinds_in_use, model_problems
 from rs_pipeline.chat import render_text, uses_template
 from rs_pipeline.context import RunContext
 from rs_pipeline.errors import InputError
@@ -27,9 +28,11 @@ def preflight(ctx: RunContext) -> list[str]:
     if s.task.name == "prompts_file" and s.task.prompts_path:
         prompts_check = check_prompts_file(s.task.prompts_path, q)
         problems += prompts_check.summary()
-    for path in {p for p in (s.annotator.path if s.annotator.kind == "file" else None,
+    kinds = kinds_in_use(s.annotator.kind, s.annotator.mix)  # valid: the context checked it
+    for path in {p for p in (s.annotator.path if "file" in kinds else None,
                              s.preference.seed_labels_path) if p}:
         problems += check_judgements_file(path, q).summary()
+    problems += model_problems(s.annotator)  # reward model / judge folders and template
     policy = _model(s.policy.base_path, "policy.base_path", problems)
     reward = _model(s.preference.base_path, "preference.base_path", problems)
     if prompts_check is not None:  # the rows that could be read are checked further

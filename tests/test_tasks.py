@@ -5,6 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rs_pipeline.annotators import FileAnnotator, SimulatedAnnotator, hps, make_annotator
+from rs_pipeline.config import AnnotatorConfig
 from rs_pipeline.errors import InputError
 from rs_pipeline.tasks import get_task
 from rs_pipeline.tasks.prompts_file import read_prompt_file
@@ -48,7 +49,7 @@ def test_file_annotator_labels_either_order_and_names_bad_rows(tmp_path):
                              "completion_b": ["b", "d"], "hp": [0.8, 0.0],
                              "annotator_id": ["ann-7", None],
                              "labelled_at": ["2026-11-01T10:00:00", None]}), path)
-    ann = make_annotator("file", get_task("rev8"), 0.0, 0, str(path))
+    ann = make_annotator(AnnotatorConfig(kind="file", path=str(path)), get_task("rev8"), 0)
     labels = ann.label([("p1", "a", "b"), ("p1", "b", "a"), ("p9", "a", "b"), ("p2", "c", "d")])
     assert hps(labels) == [0.8, pytest.approx(0.2), None, 0.0]
     version = f"{path}@{ann.version}"

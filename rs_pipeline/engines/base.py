@@ -36,6 +36,12 @@ class Engine(Protocol):
         derive the recorded seeds from it."""
         ...
 
+    def next_token_logprobs(self, prompt_ids: Sequence[Sequence[int]],
+                            candidate_ids: Sequence[int]) -> list[list[float]]:
+        """Per prompt, the log-probability (log-softmax over the whole vocabulary) of each of
+        ``candidate_ids`` being the next token: a judge's answer, scored without sampling."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -135,6 +135,14 @@ class VllmEngine:
                 for p, out in enumerate(outputs) for s in range(params.n)]
         return completion_columns(self.tokenizer, rows, stops, start)
 
+    def next_token_logprobs(self, prompt_ids: Sequence[Sequence[int]],
+                            candidate_ids: Sequence[int]) -> list[list[float]]:
+        """Not offered: vLLM returns only the top-k logprobs of a position, so the candidates'
+        exact log-softmax needs more than one cheap request. The judge annotator scores on the
+        ``transformers`` engine whatever ``generation.engine`` says."""
+        raise NotImplementedError("the vllm engine does not score next-token logprobs; the "
+                                  "judge annotator uses the transformers engine")
+
     def close(self) -> None:
         """Stop the worker: 'quit' and end of input (killed if it has not exited in 60 s)."""
         proc, self._proc = self._proc, None
