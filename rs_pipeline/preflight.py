@@ -3,7 +3,8 @@
 The settings (already typed and range-checked when the context loads), storage that must be
 writable, every input file row by row, the model folders that must load, and every prompt
 against the policy (fits its context with room for the completion, uses only symbols its
-tokenizer can encode) and against the preference model's context. All problems are returned at
+tokenizer can encode) and against the preference model's context; the annotator's reward model
+and judge folders and judge template (``annotators.model_problems``). All problems are returned at
 once, one line each, naming the file, row and column or the setting.
 """
 
