@@ -20,7 +20,7 @@ from rs_pipeline.errors import InputError
 
 Selector = Literal["preference", "verifier", "mix"]
 PairStrategy = Literal["top_vs_other", "random"]
-AnnotatorKind = Literal["simulated", "file"]
+AnnotatorKind = Literal["simulated", "file", "human"]
 ChatTemplateMode = Literal["auto", "off"]
 Engine = Literal["transformers", "vllm"]
 
@@ -128,9 +128,15 @@ class PreferenceConfig:
 class AnnotatorConfig:
     """Who labels pairs (soft label hp in [0, 1])."""
 
-    kind: AnnotatorKind = _f("simulated", "'simulated' (verifier + noise) or 'file' (human judgements).")
+    kind: AnnotatorKind = _f("simulated", "'simulated' (verifier + noise), 'file' (human "
+                             "judgements made beforehand) or 'human' (a round asks people, waits "
+                             "and resumes).")
     label_noise: float = _f(0.1, "Simulated: probability a decided label is flipped.", ge=0, le=0.5)
     path: str | None = _f(None, "File: Parquet with prompt, completion_a, completion_b, hp.")
+    inbox: str | None = _f(None, "Human: folder of label requests and answers (<inbox>/<round>/); "
+                           "empty: $DAGSTER_HOME/labelling.")
+    wait_hours: float = _f(24.0, "Human: hours a round waits for its labels; then its refresh is "
+                           "skipped (the previous preference model is kept).", gt=0)
 
 
 @dataclass

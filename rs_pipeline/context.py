@@ -74,7 +74,9 @@ class RunContext:
     def annotator(self):
         a = self.settings.annotator
         return make_annotator(a.kind, self.task, a.label_noise, self.settings.seed, a.path,
-                              self.settings.inputs.quarantine)
+                              self.settings.inputs.quarantine,
+                              inbox=a.inbox or str(self.home / "labelling"),
+                              wait_hours=a.wait_hours)
 
     @cached_property
     def sampling(self) -> SamplingParams:
@@ -168,9 +170,10 @@ def check_settings(cfg: PipelineConfig) -> list[str]:
             problems.append(str(exc))
     if cfg.annotator.kind == "file" and not cfg.annotator.path:
         problems.append("setting annotator.path is required when annotator.kind is 'file'")
-    if cfg.annotator.kind == "file" and not cfg.preference.seed_labels_path:
+    if cfg.annotator.kind in ("file", "human") and not cfg.preference.seed_labels_path:
         problems.append("setting preference.seed_labels_path is required when annotator.kind is "
-                        "'file' (a judgements file cannot label the synthetic seed pairs)")
+                        f"{cfg.annotator.kind!r} (a judgements file cannot label the synthetic "
+                        "seed pairs)")
     return problems
 
 
