@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import pandas as pd
 import pyarrow as pa
 
-from rs_pipeline.annotators import SimulatedAnnotator, hps, label_columns
-from rs_pipeline.annotators.human import RequestState, request_table, utc_now
+from rs_pipeline.annotators import SimulatedAnnotator, hps, human, label_columns
+from rs_pipeline.annotators.human import RequestState, request_table
 from rs_pipeline.context import RunContext
 from rs_pipeline.ids import config_hash, derive_seed, seeded_rng, table_version
 from rs_pipeline.lora import fine_tune
@@ -128,7 +128,7 @@ def human_labels(ctx: RunContext, generations: pa.Table, previous: PreferenceChe
     wait is not over, the request's state is returned (the round pauses). Past the wait, the
     table is empty (the refresh is skipped, the reason on record)."""
     pc, ann, seed = ctx.settings.preference, ctx.annotator, ctx.settings.seed
-    now = now or utc_now()  # one clock reading: a request is never expired when written
+    now = now or human.utc_now()  # one clock reading: a request is never expired when written
     fingerprint = config_hash([round_key, table_version(generations), previous.id,
                                pc.pairs_per_round, pc.pair_strategy, seed])
     requests = ann.requested(round_key, fingerprint)
