@@ -132,7 +132,7 @@ def _target(session: Session, home: Path, rounds: int) -> int:
 
 def cmd_demo(args, home: Path) -> int:
     from rs_pipeline.defs.partitions import existing_rounds
-    from rs_pipeline.defs.rounds import next_action
+    from rs_pipeline.defs.rounds import next_action, round_status
     from rs_pipeline.defs.runner import failure_messages, run_bootstrap
     from rs_pipeline.history import round_row
     from rs_pipeline.ids import round_number
@@ -154,7 +154,8 @@ def cmd_demo(args, home: Path) -> int:
         action = next_action(session.instance, session.store)
         if action.kind == "blocked":
             print(f"stopped: {action.reason}", file=sys.stderr)
-            return 1
+            waiting = round_status(session.instance, session.store, action.key).state == "waiting"
+            return 3 if waiting else 1
         if action.kind == "new" and round_number(action.key) > target:
             break
         if not session.step(action):

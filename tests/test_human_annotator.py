@@ -136,3 +136,26 @@ def test_label_studio_and_argilla_exports_are_read_back(tmp_path):
     labels, _ = ann.read_labels("r0002", req, folder / "argilla_export.json")
     assert [lab and lab.hp for lab in labels] == [0.75, 0.0, None, None]
     assert labels[0].annotator_id == "argilla:u1,argilla:u2"
+
+
+def test_preflight_names_an_inbox_that_cannot_hold_requests(tmp_path):
+    from rs_pipeline import preflight
+    from rs_pipeline.config import config_from_dict
+    from rs_pipeline.context import RunContext
+
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text(json.dumps({"prompt": "0120=", "completion_a": "0210",
+                                "completion_b": "0201", "hp": 1.0}) + "\n")
+    cfg = config_from_dict({"annotator": {"kind": "human", "inbox": str(not_a_dir / "inbox")},
+                            "preference": {"seed_labels_path": str(seed)},
+                            "storage": {"base_uri": str(tmp_path / "store")}})
+    problems = preflight.preflight(RunContext(cfg, tmp_path / "home"))
+    assert problems == [f"setting annotator.inbox: {not_a_dir / 'inbox'} is not writable "
+                        "(Not a directory)"]
+    cfg = config_from_dict({"annotator": {"kind": "human"}})
+    from rs_pipeline.context import check_settings
+
+    assert ("setting preference.seed_labels_path is required when annotator.kind is 'human' (a "
+            "judgements file cannot label the synthetic seed pairs)") in check_settings(cfg)
