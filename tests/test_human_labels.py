@@ -94,6 +94,13 @@ def test_a_round_waits_for_people_and_the_sensor_resumes_it(tmp_path, monkeypatc
     assert main(["status", "--home", str(home)]) == 0
     assert f"r0001  waiting      {waits}" in capsys.readouterr().out
     assert isinstance(_sensor(instance), dg.SkipReason)  # nothing to resume yet
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("rs_pipeline").experiment_id
+    mrun = client.search_runs([exp], f"tags.round = '{key}'")[0]
+    assert mrun.info.status == "SCHEDULED"  # not left RUNNING (recovery would call it dead)
+    assert mrun.data.tags["rs_pipeline/waiting_for_labels"] == waits
 
     # people answer: hp from the verifier, some pairs written the other way round
     task = get_task("rev8")
@@ -131,6 +138,7 @@ def test_a_round_waits_for_people_and_the_sensor_resumes_it(tmp_path, monkeypatc
     assert pm.skipped_reason is None and pm.round == key
     assert pm.train_pairs == sum(lab["split"] == "train" for lab in labels)
     assert round_status(instance, store, key).state == "promoted"
+    assert client.get_run(mrun.info.run_id).info.status == "FINISHED"
     assert isinstance(_sensor(instance), dg.SkipReason)  # a file triggers once
 
     # round 2 pauses; nobody answers; the clock moves past the wait

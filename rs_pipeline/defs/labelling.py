@@ -30,10 +30,14 @@ LABELS_ONWARD = ("preference_labels", "preference_model", "scores", "sft_dataset
                  "policy_checkpoint", "round_eval", "promotion")
 
 
-def pause(context: dg.AssetExecutionContext, state: RequestState) -> None:
-    """Record on the run that its round waits for labels (the step then yields no output)."""
+def pause(context: dg.AssetExecutionContext, mlflow, state: RequestState) -> None:
+    """Record on the run that its round waits for labels (the step then yields no output); the
+    round's MLflow run says so too and is SCHEDULED (not RUNNING, which reads as a dead job)."""
+    key = context.partition_key
     context.instance.add_run_tags(context.run_id, {
         WAITING_TAG: "true", REQUEST_TAG: str(state.folder), SINCE_TAG: state.requested_at or ""})
+    mlflow.note(key, {WAITING_TAG: state.describe(key)}, context.run_id)
+    mlflow.client().set_terminated(mlflow.round_run(key, context.run_id), "SCHEDULED")
     context.log.info(f"{state.describe(context.partition_key)}: fill in "
                      f"{state.folder / 'requests.jsonl'} and save it as labels.jsonl (or import "
                      "the argilla/ or label_studio/ files); the labels_arrived sensor resumes it")

@@ -21,7 +21,7 @@ ROUND = "round"
 @dg.asset(partitions_def=ROUNDS, group_name=ROUND, pool="model_work",
           deps=["seed_preference_model"], output_required=False)
 def preference_labels(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                      generations: pa.Table):
+                      mlflow: MlflowResource, generations: pa.Table):
     """Pairs of distinct completions from this round's samples, labelled by the annotator
     (by default each prompt's first pair is the previous preference model's favourite against
     another completion: labels go where selection will look). With ``annotator.kind: human``
@@ -32,7 +32,7 @@ def preference_labels(context: dg.AssetExecutionContext, pipeline: PipelineResou
     if ctx.settings.annotator.kind == "human":
         table, stats = judging.human_labels(ctx, generations, previous, key)
         if isinstance(table, RequestState):
-            pause(context, table)
+            pause(context, mlflow, table)
             return
         yield output(context, None, table, **stats)
         return
