@@ -1,7 +1,8 @@
 """Command line: ``rs-pipeline demo | round | status | lineage | export | ui``.
 
 Exit codes: 0 done; 1 a round failed (the reason is printed); 2 bad input or settings (nothing
-was run); 3 another process is running rounds on this home, or a failed round blocks new ones;
+was run); 3 another process is running rounds on this home, or a failed round (or one waiting
+for people's labels) blocks new ones;
 130 stopped with Ctrl-C (run the same command again to continue).
 """
 

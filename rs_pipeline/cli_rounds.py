@@ -2,7 +2,8 @@
 
 All three follow one rule (``defs.rounds.next_action``, the nightly schedule's too): an
 interrupted round is finished before another starts, a failed round blocks until it is re-run
-with ``round --rerun``, and only one process runs rounds on a home at a time (the home lock).
+with ``round --rerun``, a round waiting for people's labels blocks until they arrive (exit code
+3), and only one process runs rounds on a home at a time (the home lock).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Session:
         from rs_pipeline.defs.resources import preflight_once
 
         self.ctx = load_context(home)
+        self.last = None  # the status of the last round this session ran
         preflight_once(self.ctx)
         self.store = self.ctx.store
         self.instance = dg.DagsterInstance.get()
@@ -76,15 +78,25 @@ class Session:
         self.stopped(result)
         row = round_row(self.store, key)
         status = round_status(self.instance, self.store, key)
-        outcome = {"promoted": "promoted", "refused": f"refused ({row.reason})"}.get(
+        self.last = status
+        outcome = {"promoted": "promoted", "refused": f"refused ({row.reason})",
+                   "waiting": f"paused: {status.reason}"}.get(
             status.state, f"{status.state} in {status.step or 'its run'}: {status.error}")
         print(f"round {key}: kept {_fmt(row.kept)}, pair acc {_fmt(row.pair_acc)}, eval greedy "
               f"{_fmt(row.greedy_acc)}, sampled {_fmt(row.sample_acc)} -> {outcome} "
               f"[{seconds:.0f}s]", flush=True)
-        if not status.finished:
+        if status.state == "waiting":
+            print(f"{status.reason}: fill hp in requests.jsonl there and save it as "
+                  "labels.jsonl; the labels_arrived sensor (or `rs-pipeline round`) resumes it",
+                  file=sys.stderr)
+        elif not status.finished:
             print(f"round {key} did not finish: {status.state} in {status.step or 'its run'}: "
                   f"{status.error}", file=sys.stderr)
         return status.finished
+
+    def exit_code(self) -> int:
+        """3 when the round waits for labels (not a failure), else 1 (it failed)."""
+        return 3 if self.last is not None and self.last.state == "waiting" else 1
 
     def step(self, action) -> bool:
         """Carry out one ``next_action`` (resume or new); False if the round did not finish."""
@@ -120,7 +132,7 @@ def _target(session: Session, home: Path, rounds: int) -> int:
 
 def cmd_demo(args, home: Path) -> int:
     from rs_pipeline.defs.partitions import existing_rounds
-    from rs_pipeline.defs.rounds import next_action
+    from rs_pipeline.defs.rounds import next_action, round_status
     from rs_pipeline.defs.runner import failure_messages, run_bootstrap
     from rs_pipeline.history import round_row
     from rs_pipeline.ids import round_number
@@ -142,11 +154,12 @@ def cmd_demo(args, home: Path) -> int:
         action = next_action(session.instance, session.store)
         if action.kind == "blocked":
             print(f"stopped: {action.reason}", file=sys.stderr)
-            return 1
+            waiting = round_status(session.instance, session.store, action.key).state == "waiting"
+            return 3 if waiting else 1
         if action.kind == "new" and round_number(action.key) > target:
             break
         if not session.step(action):
-            return 1
+            return session.exit_code()
     (home / PLAN_FILE).unlink(missing_ok=True)
     print()
     print_table([round_row(session.store, k) for k in existing_rounds(session.instance)])
@@ -174,7 +187,7 @@ def cmd_round(args, home: Path) -> int:
     if action.kind == "blocked":
         print(f"skipped: {action.reason}", file=sys.stderr)
         return 3
-    return 0 if session.step(action) else 1
+    return 0 if session.step(action) else session.exit_code()
 
 
 def cmd_status(args, home: Path) -> int:

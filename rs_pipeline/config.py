@@ -20,7 +20,7 @@ from rs_pipeline.errors import InputError
 
 Selector = Literal["preference", "verifier", "mix"]
 PairStrategy = Literal["top_vs_other", "random"]
-AnnotatorKind = Literal["simulated", "file", "reward_model", "judge", "mixed"]
+AnnotatorKind = Literal["simulated", "file", "reward_model", "judge", "mixed", "human"]
 ChatTemplateMode = Literal["auto", "off"]
 Engine = Literal["transformers", "vllm"]
 
@@ -129,7 +129,8 @@ class AnnotatorConfig:
     """Who labels pairs (soft label hp in [0, 1])."""
 
     kind: AnnotatorKind = _f("simulated", "'simulated' (verifier + noise), 'file' (human "
-                             "judgements), 'reward_model', 'judge' (an LLM) or 'mixed'.")
+                             "judgements made beforehand), 'reward_model', 'judge' (an LLM), "
+                             "'mixed' or 'human' (a round asks people, waits and resumes).")
     label_noise: float = _f(0.1, "Simulated: probability a decided label is flipped.", ge=0, le=0.5)
     path: str | None = _f(None, "File: Parquet with prompt, completion_a, completion_b, hp.")
     reward_model_path: str | None = _f(None, "Reward model: local one-output sequence-classifier "
@@ -141,6 +142,10 @@ class AnnotatorConfig:
                                     "built-in A-or-B question.")
     mix: str = _f("", "Mixed: weighted kinds of this section, e.g. "
                   "'simulated=0.5,reward_model=0.5'.")
+    inbox: str | None = _f(None, "Human: folder of label requests and answers (<inbox>/<round>/); "
+                           "empty: $DAGSTER_HOME/labelling.")
+    wait_hours: float = _f(24.0, "Human: hours a round waits for its labels; then its refresh is "
+                           "skipped (the previous preference model is kept).", gt=0)
 
 
 @dataclass

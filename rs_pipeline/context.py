@@ -73,7 +73,7 @@ class RunContext:
     @cached_property
     def annotator(self):
         return make_annotator(self.settings.annotator, self.task, self.settings.seed,
-                              self.settings.inputs.quarantine)
+                              self.settings.inputs.quarantine, inbox=str(self.home / "labelling"))
 
     @cached_property
     def sampling(self) -> SamplingParams:
@@ -173,9 +173,10 @@ def check_settings(cfg: PipelineConfig) -> list[str]:
             problems.append(str(exc))
     if cfg.annotator.kind == "file" and not cfg.annotator.path:
         problems.append("setting annotator.path is required when annotator.kind is 'file'")
-    if cfg.annotator.kind == "file" and not cfg.preference.seed_labels_path:
+    if cfg.annotator.kind in ("file", "human") and not cfg.preference.seed_labels_path:
         problems.append("setting preference.seed_labels_path is required when annotator.kind is "
-                        "'file' (a judgements file cannot label the synthetic seed pairs)")
+                        f"{cfg.annotator.kind!r} (a judgements file cannot label the synthetic "
+                        "seed pairs)")
     return problems
 
 

@@ -174,13 +174,15 @@ def _prompt_or_messages(check: FileCheck, r: dict, i: int) -> str | None:
     return messages_prompt(messages)
 
 
-def check_judgements_file(path: str | Path, quarantine: str = "drop") -> FileCheck:
+def check_judgements_file(path: str | Path, quarantine: str = "drop",
+                          rows: list[dict[str, Any]] | None = None) -> FileCheck:
     """A judgements file: ``prompt``, ``completion_a``, ``completion_b`` texts and ``hp``, a finite
     number in [0, 1] (the probability A is preferred); optionally ``annotator_id`` and
     ``labelled_at`` (kept as the labels' provenance). Pairs of identical completions and
-    repeated pairs are quarantined."""
+    repeated pairs are quarantined. ``rows``: the file's rows already read (or converted from a
+    tool's export), each with its ``__row``; problems still name ``path``."""
     check = FileCheck(Path(path))
-    rows = read_rows(path, check)
+    rows = read_rows(path, check) if rows is None else rows
     if rows is None or not _columns(check, rows, ("prompt", "completion_a", "completion_b", "hp")):
         return check
     seen: dict[tuple[str, str, str], int] = {}

@@ -30,6 +30,8 @@ def preflight(ctx: RunContext) -> list[str]:
         prompts_check = check_prompts_file(s.task.prompts_path, q)
         problems += prompts_check.summary()
     kinds = kinds_in_use(s.annotator.kind, s.annotator.mix)  # valid: the context checked it
+    if s.annotator.kind == "human":
+        problems += _inbox(ctx.annotator.inbox)
     for path in {p for p in (s.annotator.path if "file" in kinds else None,
                              s.preference.seed_labels_path) if p}:
         problems += check_judgements_file(path, q).summary()
@@ -92,6 +94,18 @@ def _storage(ctx: RunContext) -> list[str]:
     except (InputError, OSError) as exc:
         reason = str(exc).rsplit(" is not writable ", 1)[-1]
         return [f"setting storage.base_uri: {store.base_uri} is not writable {reason}"]
+    return []
+
+
+def _inbox(folder) -> list[str]:
+    """The human annotator's inbox can hold requests (created if absent)."""
+    probe = folder / f".tmp-preflight-{uuid.uuid4().hex}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        return [f"setting annotator.inbox: {folder} is not writable ({exc.strerror or exc})"]
     return []
 
 

@@ -48,6 +48,13 @@ SCHEMAS: dict[str, pa.Schema] = {
         *_PROVENANCE, ("policy_id", S), ("split", S),
         nullable=_PROVENANCE_NULLABLE,
     ),
+    # what a round asks people to label (annotators.human); they fill hp (and who, when)
+    "label_requests": _schema(
+        ("pair_id", S), ("round", S), ("prompt_id", S), ("prompt", S), ("completion_a", S),
+        ("completion_b", S), ("generation_id_a", S), ("generation_id_b", S), ("policy_id", S),
+        ("hp", F64), ("annotator_id", S), ("labelled_at", S),
+        nullable=("hp", "annotator_id", "labelled_at"),
+    ),
     "scores": _schema(
         ("generation_id", S), ("round", S), ("prompt_id", S), ("prompt", S),
         ("sample_index", I32), ("completion", S), ("policy_id", S), ("reward_model_id", S),

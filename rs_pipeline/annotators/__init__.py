@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from rs_pipeline.annotators.base import Annotator, Label, Pair, hps, label_columns
 from rs_pipeline.annotators.files import FileAnnotator
+from rs_pipeline.annotators.human import HumanAnnotator
 from rs_pipeline.annotators.judge import JudgeAnnotator
 from rs_pipeline.annotators.mixed import MixedAnnotator, kinds_in_use, parse_mix
 from rs_pipeline.annotators.reward_model import RewardModelAnnotator
@@ -20,15 +21,21 @@ from rs_pipeline.config import AnnotatorConfig
 from rs_pipeline.errors import InputError
 from rs_pipeline.tasks.base import Task
 
-__all__ = ["Annotator", "FileAnnotator", "JudgeAnnotator", "Label", "MixedAnnotator", "Pair",
-           "RewardModelAnnotator", "SimulatedAnnotator", "hps", "kinds_in_use", "label_columns",
-           "make_annotator", "model_problems"]
+__all__ = ["Annotator", "FileAnnotator", "HumanAnnotator", "JudgeAnnotator", "Label",
+           "MixedAnnotator", "Pair", "RewardModelAnnotator", "SimulatedAnnotator", "hps",
+           "kinds_in_use", "label_columns", "make_annotator", "model_problems"]
 
 
 def make_annotator(settings: AnnotatorConfig, task: Task, seed: int,
-                   quarantine: str = "drop") -> Annotator:
-    """The annotator the ``annotator`` settings section names."""
+                   quarantine: str = "drop", inbox: str | None = None) -> Annotator:
+    """The annotator the ``annotator`` settings section names (``inbox``: the human
+    annotator's folder when ``annotator.inbox`` is empty)."""
     kind = settings.kind
+    if kind == "human":
+        inbox = settings.inbox or inbox
+        if not inbox:
+            raise InputError("setting annotator.inbox is required when annotator.kind is 'human'")
+        return HumanAnnotator(inbox, settings.wait_hours, quarantine)
     if kind == "simulated":
         return SimulatedAnnotator(task, settings.label_noise, seed)
     if kind == "file":

@@ -1,4 +1,4 @@
-"""The Dagster skin: assets, checks, partitions, resources, IO manager, jobs, schedule.
+"""The Dagster skin: assets, checks, partitions, resources, IO manager, jobs, schedule, the labels sensor.
 
 Load with ``dagster dev -m rs_pipeline.defs`` (or ``rs-pipeline ui``). The CLI, the UI and the
 schedule all run the two jobs defined here: ``bootstrap`` and ``round``.
@@ -9,6 +9,7 @@ import dagster as dg
 from rs_pipeline.defs.assets import ALL_ASSETS
 from rs_pipeline.defs.io_manager import ParquetIOManager
 from rs_pipeline.defs.jobs import bootstrap_job, round_job
+from rs_pipeline.defs.labelling import labels_arrived
 from rs_pipeline.defs.mlflow_resource import MlflowResource
 from rs_pipeline.defs.nightly import nightly_round
 from rs_pipeline.defs.resources import PipelineResource
@@ -23,7 +24,8 @@ def default_resources() -> dict:
 # Steps run in one process (models load once per step, no re-import per step); on a cluster,
 # swap in a k8s/celery executor here.
 defs = dg.Definitions(assets=ALL_ASSETS, jobs=[bootstrap_job, round_job], schedules=[nightly_round],
-                      resources=default_resources(), executor=dg.in_process_executor)
+                      sensors=[labels_arrived], resources=default_resources(),
+                      executor=dg.in_process_executor)
 
 
 def job(name: str) -> dg.JobDefinition:

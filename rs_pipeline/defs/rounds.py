@@ -6,6 +6,9 @@
 - A *failed* round (a step raised an error) blocks new rounds until it is fixed and re-run with
   ``rs-pipeline round --rerun rXXXX``; a failure is never shown as a refusal.
 - A round the gate *refused* is finished: the champion simply stays.
+- A round *waiting* for people's labels (``annotator.kind: human``) is neither failed nor
+  interrupted: it blocks new rounds until its labels arrive or its wait is over, then it is
+  resumed from ``preference_labels`` (by the ``labels_arrived`` sensor, or the next command).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from rs_pipeline.defs.labelling import waiting_request
 from rs_pipeline.defs.partitions import existing_rounds, next_round_key
 from rs_pipeline.defs.recovery import CRASHED_TAG, IN_FLIGHT
 from rs_pipeline.history import round_row
@@ -27,11 +31,11 @@ INTERRUPTED = "DagsterExecutionInterruptedError"  # Ctrl-C (SIGINT) inside a ste
 @dataclass(frozen=True)
 class RoundStatus:
     round: str
-    state: str  # pending | running | interrupted | failed | promoted | refused
+    state: str  # pending | running | interrupted | failed | promoted | refused | waiting | labelled
     run_id: str | None = None
     step: str | None = None
     error: str | None = None
-    reason: str | None = None  # the gate's reason, for promoted/refused rounds
+    reason: str | None = None  # the gate's reason (promoted/refused); the labels' (waiting/labelled)
 
     @property
     def finished(self) -> bool:
@@ -105,6 +109,10 @@ def round_status(instance: dg.DagsterInstance, store: AssetStore, key: str) -> R
     if run.status in IN_FLIGHT or run.status in (dg.DagsterRunStatus.QUEUED,
                                                  dg.DagsterRunStatus.NOT_STARTED):
         return RoundStatus(key, "running", run.run_id)
+    request = waiting_request(run)
+    if request is not None:  # paused for people's labels: "labelled" once they can resume it
+        return RoundStatus(key, "labelled" if request.ready else "waiting", run.run_id,
+                           "preference_labels", reason=request.describe(key))
     if run.status == dg.DagsterRunStatus.SUCCESS:  # a partial re-materialization
         return RoundStatus(key, "interrupted", run.run_id)
     step, error = failure(instance, run.run_id)
@@ -125,6 +133,10 @@ def next_action(instance: dg.DagsterInstance, store: AssetStore) -> Action:
     keys = existing_rounds(instance)
     if keys:
         status = round_status(instance, store, keys[-1])
+        if status.state == "waiting":
+            return Action("blocked", status.round, status.reason or "")
+        if status.state == "labelled":
+            return Action("resume", status.round, status.reason or "")
         if status.state in ("pending", "interrupted"):
             return Action("resume", status.round, f"round {status.round} was interrupted"
                           + (f" in {status.step}" if status.step else ""))

@@ -47,10 +47,18 @@ def reexecute_round(instance: dg.DagsterInstance, run: dg.DagsterRun,
 
 def continue_round(instance: dg.DagsterInstance, key: str, quiet: bool = True):
     """Finish an interrupted round: re-execute its last run from where it stopped, or run it
-    afresh if it never ran (completed steps are reused either way)."""
+    afresh if it never ran (completed steps are reused either way); a round that waited for
+    labels runs from ``preference_labels`` on."""
+    from rs_pipeline.defs.labelling import labels_selection, resume_tags, waiting_request
     from rs_pipeline.defs.rounds import latest_run
 
     run = latest_run(instance, key)
+    request = waiting_request(run) if run is not None else None
+    if request is not None:  # paused for labels: from preference_labels on, as the sensor does
+        return job("round").execute_in_process(
+            instance=instance, partition_key=key, asset_selection=labels_selection(),
+            run_config=QUIET if quiet else None, raise_on_error=False,
+            tags={**resume_tags(key, request), **owner_tags()})
     if run is not None and run.status in (dg.DagsterRunStatus.FAILURE,
                                           dg.DagsterRunStatus.CANCELED):
         return reexecute_round(instance, run, quiet)

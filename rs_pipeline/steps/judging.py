@@ -9,7 +9,8 @@ from collections.abc import Sequence
 import pandas as pd
 import pyarrow as pa
 
-from rs_pipeline.annotators import SimulatedAnnotator, hps, label_columns
+from rs_pipeline.annotators import SimulatedAnnotator, hps, human, label_columns
+from rs_pipeline.annotators.human import RequestState, request_table
 from rs_pipeline.context import RunContext
 from rs_pipeline.ids import config_hash, derive_seed, seeded_rng, table_version
 from rs_pipeline.lora import fine_tune
@@ -57,6 +58,33 @@ def _train(model, tok, pairs: Sequence[LabelledPair], pc, resume: Resume | None,
         **(resume.checkpointing() if resume else {})))
 
 
+def _picked_pairs(generations: pa.Table, n_pairs: int, seed: int, round_key: str,
+                  scores: Sequence[float] | None) -> dict[str, list]:
+    """The round's pairs of distinct completions (``pairs.distinct_pairs``) as columns."""
+    g = generations.to_pydict()
+    picks = distinct_pairs(g["prompt_id"], g["completion"], n_pairs,
+                           seed=derive_seed(seed, round_key, "pairs"), scores=scores)
+    return {"prompt_id": [g["prompt_id"][a] for a, _ in picks],
+            "prompt": [g["prompt"][a] for a, _ in picks],
+            "completion_a": [g["completion"][a] for a, _ in picks],
+            "completion_b": [g["completion"][b] for _, b in picks],
+            "generation_id_a": [g["generation_id"][a] for a, _ in picks],
+            "generation_id_b": [g["generation_id"][b] for _, b in picks],
+            "policy_id": [g["policy_id"][a] for a, _ in picks]}
+
+
+def _labelled(pairs: dict[str, list], labels: Sequence, kind: str, heldout_fraction: float,
+              seed: int, round_key: str) -> pa.Table:
+    """The ``preference_labels`` table of the pairs that got a label (a seeded share held out)."""
+    keep = [i for i, lab in enumerate(labels) if lab is not None]
+    return make_table("preference_labels", {
+        **{k: [v[i] for i in keep] for k, v in pairs.items()},
+        "round": [round_key] * len(keep),
+        **label_columns([labels[i] for i in keep], kind),
+        "split": heldout_split(len(keep), heldout_fraction, seed, round_key),
+    })
+
+
 def label_round_pairs(generations: pa.Table, annotator, n_pairs: int, heldout_fraction: float,
                       seed: int, round_key: str,
                       scores: Sequence[float] | None = None) -> pa.Table:
@@ -66,23 +94,19 @@ def label_round_pairs(generations: pa.Table, annotator, n_pairs: int, heldout_fr
     top-scored completion against another (``pairs.distinct_pairs``). Pairs the annotator cannot
     label (a file without them) are left out; a seeded share is marked ``heldout``.
     """
-    g = generations.to_pydict()
-    picks = distinct_pairs(g["prompt_id"], g["completion"], n_pairs,
-                           seed=derive_seed(seed, round_key, "pairs"), scores=scores)
-    triples = [(g["prompt"][a], g["completion"][a], g["completion"][b]) for a, b in picks]
+    pairs = _picked_pairs(generations, n_pairs, seed, round_key, scores)
+    triples = list(zip(pairs["prompt"], pairs["completion_a"], pairs["completion_b"]))
     labels = annotator.label(triples, salt=round_key)
-    keep = [(ab, t, lab) for ab, t, lab in zip(picks, triples, labels) if lab is not None]
-    a_rows, b_rows = [ab[0] for ab, _, _ in keep], [ab[1] for ab, _, _ in keep]
-    return make_table("preference_labels", {
-        "round": [round_key] * len(keep), "prompt_id": [g["prompt_id"][a] for a in a_rows],
-        "prompt": [t[0] for _, t, _ in keep], "completion_a": [t[1] for _, t, _ in keep],
-        "completion_b": [t[2] for _, t, _ in keep],
-        "generation_id_a": [g["generation_id"][a] for a in a_rows],
-        "generation_id_b": [g["generation_id"][b] for b in b_rows],
-        **label_columns([lab for _, _, lab in keep], annotator.source),
-        "policy_id": [g["policy_id"][a] for a in a_rows],
-        "split": heldout_split(len(keep), heldout_fraction, seed, round_key),
-    })
+    return _labelled(pairs, labels, annotator.source, heldout_fraction, seed, round_key)
+
+
+def _prior(ctx: RunContext, generations: pa.Table, previous: PreferenceCheckpoint):
+    """With ``top_vs_other``, the previous preference model's score of every generation."""
+    if ctx.settings.preference.pair_strategy != "top_vs_other":
+        return None
+    model, tok = ctx.load_preference(previous)
+    return score(model, tok, generations.column("prompt").to_pylist(),
+                 generations.column("completion").to_pylist())
 
 
 def label_pairs(ctx: RunContext, generations: pa.Table, previous: PreferenceCheckpoint,
@@ -90,15 +114,45 @@ def label_pairs(ctx: RunContext, generations: pa.Table, previous: PreferenceChec
     """This round's labelled pairs; with ``top_vs_other`` the previous preference model picks
     each prompt's favourite, so labels go where selection will look."""
     pc = ctx.settings.preference
-    prior = None
-    if pc.pair_strategy == "top_vs_other":
-        model, tok = ctx.load_preference(previous)
-        prior = score(model, tok, generations.column("prompt").to_pylist(),
-                      generations.column("completion").to_pylist())
     table = label_round_pairs(generations, ctx.annotator, pc.pairs_per_round,
-                              pc.heldout_fraction, ctx.settings.seed, round_key, scores=prior)
+                              pc.heldout_fraction, ctx.settings.seed, round_key,
+                              scores=_prior(ctx, generations, previous))
     ties = sum(h == 0.5 for h in table.column("hp").to_pylist())
     return table, {"pairs": table.num_rows, "ties": ties}
+
+
+def human_labels(ctx: RunContext, generations: pa.Table, previous: PreferenceCheckpoint,
+                 round_key: str, now=None) -> tuple[pa.Table | RequestState, dict]:
+    """This round's pairs labelled by people (``annotators.human``): the pairs ``label_pairs``
+    would pick are written to the inbox as a request (once); while no answer is there and the
+    wait is not over, the request's state is returned (the round pauses). Past the wait, the
+    table is empty (the refresh is skipped, the reason on record)."""
+    pc, ann, seed = ctx.settings.preference, ctx.annotator, ctx.settings.seed
+    now = now or human.utc_now()  # one clock reading: a request is never expired when written
+    fingerprint = config_hash([round_key, table_version(generations), previous.id,
+                               pc.pairs_per_round, pc.pair_strategy, seed])
+    requests = ann.requested(round_key, fingerprint)
+    if requests is None:
+        pairs = _picked_pairs(generations, pc.pairs_per_round, seed, round_key,
+                              _prior(ctx, generations, previous))
+        requests = request_table(round_key, pairs)
+        ann.write_request(round_key, requests, fingerprint, now)
+    state = ann.state(round_key, now)
+    if not state.ready:
+        return state, {"requested": requests.num_rows}
+    pairs = {k: requests.column(k).to_pylist() for k in (
+        "prompt_id", "prompt", "completion_a", "completion_b", "generation_id_a",
+        "generation_id_b", "policy_id")}
+    stats: dict = {"requested": requests.num_rows, "requested_at": state.requested_at}
+    if state.labels_file is None:
+        labels: list = [None] * requests.num_rows
+        stats["skipped"] = state.describe(round_key)
+    else:
+        labels, found = ann.read_labels(round_key, requests, state.labels_file)
+        stats.update(found)
+    table = _labelled(pairs, labels, ann.source, pc.heldout_fraction, seed, round_key)
+    ties = sum(h == 0.5 for h in table.column("hp").to_pylist())
+    return table, {**stats, "pairs": table.num_rows, "ties": ties}
 
 
 def _verifier_pairs(task, pairs: Sequence[LabelledPair]) -> list[LabelledPair]:
@@ -116,7 +170,9 @@ def refresh_preference(ctx: RunContext, labels: pa.Table, previous: PreferenceCh
     cfg, pc = ctx.settings, ctx.settings.preference
     train, held = split_pairs(labels)
     if not train:
-        reason = (f"no labelled pairs of round {round_key}'s samples to learn from (the "
+        why = getattr(ctx.annotator, "why_unlabelled", lambda key: None)(round_key)
+        reason = (f"{why}: the previous preference model is kept" if why else
+                  f"no labelled pairs of round {round_key}'s samples to learn from (the "
                   f"{ctx.annotator.source} annotator labelled {labels.num_rows}): the previous "
                   "preference model is kept")
         return dataclasses.replace(previous, skipped_reason=reason), {"pref/refresh_skipped": 1}

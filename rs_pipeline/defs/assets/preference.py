@@ -3,7 +3,9 @@
 import dagster as dg
 import pyarrow as pa
 
+from rs_pipeline.annotators.human import RequestState
 from rs_pipeline.defs.history import earlier_labels, preference_before
+from rs_pipeline.defs.labelling import pause
 from rs_pipeline.defs.metadata import output, picture
 from rs_pipeline.defs.mlflow_resource import MlflowResource
 from rs_pipeline.defs.partitions import ROUNDS
@@ -17,18 +19,27 @@ ROUND = "round"
 
 
 @dg.asset(partitions_def=ROUNDS, group_name=ROUND, pool="model_work",
-          deps=["seed_preference_model"])
+          deps=["seed_preference_model"], output_required=False)
 def preference_labels(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                      generations: pa.Table) -> dg.Output[pa.Table]:
+                      mlflow: MlflowResource, generations: pa.Table):
     """Pairs of distinct completions from this round's samples, labelled by the annotator
     (by default each prompt's first pair is the previous preference model's favourite against
-    another completion: labels go where selection will look)."""
+    another completion: labels go where selection will look). With ``annotator.kind: human``
+    the pairs are requested from people and, until they answer, the round waits: no output,
+    downstream steps skipped, the run tagged as waiting (``defs.labelling``)."""
     ctx, key = pipeline.ctx, context.partition_key
     previous = preference_before(context.instance, ctx.store, key)
+    if ctx.settings.annotator.kind == "human":
+        table, stats = judging.human_labels(ctx, generations, previous, key)
+        if isinstance(table, RequestState):
+            pause(context, mlflow, table)
+            return
+        yield output(context, None, table, **stats)
+        return
     table, stats, reused = run_step(
         context, pipeline, "preference_labels", {"generations": generations, "previous": previous},
         lambda r: judging.label_pairs(ctx, generations, previous, key))
-    return output(context, None, table, reused=reused, **stats)
+    yield output(context, None, table, reused=reused, **stats)
 
 
 @dg.asset(partitions_def=ROUNDS, group_name=ROUND, pool="model_work",
