@@ -33,6 +33,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 STRATEGIES = ("random", "top_vs_other", "active")
 ENSEMBLE_HEADS = 4
@@ -46,10 +47,10 @@ QUICK = {
     "policy": {"n_layer": 2, "n_embd": 64, "n_head": 2, "pretrain_batch_size": 64,
                "pretrain_lr": 3e-3},
     "generation": {"n": 8},
-    "preference": {"seed_pairs": 600, "seed_epochs": 2.0, "pairs_per_round": 96, "epochs": 2.0,
-                   "learning_rate": 5e-4, "batch_size": 32},
+    "preference": {"seed_pairs": 1200, "seed_epochs": 2.0, "seed_learning_rate": 1e-3,
+                   "pairs_per_round": 96, "epochs": 2.0, "learning_rate": 5e-4, "batch_size": 32},
 }
-QUICK_PRETRAIN = {"rev8": 150, "addition": 250}
+QUICK_PRETRAIN = {"rev8": 200, "addition": 500}
 FULL = {
     "task": {"eval_size": 256, "gate_size": 8, "round_size": 1024},
     "preference": {"seed_pairs": 3000, "pairs_per_round": 500, "epochs": 2.0},
@@ -141,6 +142,9 @@ def main() -> None:
                         help="one task (repeatable); default both")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     start = time.perf_counter()
     tasks = args.task or ["rev8", "addition"]
     results = {task: run_task(task, args.quick, args.seed) for task in tasks}
