@@ -19,7 +19,7 @@ import yaml
 from rs_pipeline.errors import InputError
 
 Selector = Literal["preference", "verifier", "mix"]
-PairStrategy = Literal["top_vs_other", "random"]
+PairStrategy = Literal["top_vs_other", "random", "active"]
 AnnotatorKind = Literal["simulated", "file", "reward_model", "judge", "mixed", "human"]
 ChatTemplateMode = Literal["auto", "off"]
 Engine = Literal["transformers", "vllm"]
@@ -113,7 +113,13 @@ class PreferenceConfig:
     seed_epochs: float = _f(2.0, "Epochs over the seed pairs.", gt=0)
     pairs_per_round: int = _f(2000, "On-policy pairs of distinct completions labelled per round.", ge=1)
     pair_strategy: PairStrategy = _f("top_vs_other", "'top_vs_other' (previous model's favourite "
-                                     "vs another) or 'random'.")
+                                     "vs another), 'random', or 'active' (the pairs among each "
+                                     "prompt's top candidates the previous model is least sure of).")
+    active_top_k: int = _f(4, "Active pairs: each prompt's top distinct candidates (by the previous "
+                           "model's conservative score) the pairs are drawn from.", ge=2)
+    ensemble_heads: int = _f(1, "Reward heads on one shared body, each trained on its own "
+                             "bootstrap of the pairs: reward = their mean, spread = their std.",
+                             ge=1)
     replay_pairs: int = _f(2000, "Pairs replayed from earlier rounds at each refresh.", ge=0)
     epochs: float = _f(1.0, "Epochs over a round's pairs plus replay.", gt=0)
     learning_rate: float = _f(2e-4, "Refresh learning rate (5e-4 and above is noisy).", gt=0)
@@ -156,6 +162,8 @@ class SelectionConfig:
     mix_weight: float = _f(0.5, "Mix: weight of the verifier score (1 - weight on the reward).",
                            ge=0, le=1)
     threshold: float | None = _f(None, "Keep the best only if its selection score is at least this.")
+    uncertainty_penalty: float = _f(0.0, "Conservative selection: the reward part of the score is "
+                                    "mean - this * spread over the preference heads.", ge=0)
     dpo_min_margin: float = _f(0.5, "Minimum best-minus-worst score for a DPO pair.", ge=0)
 
 

@@ -87,19 +87,33 @@ def load_policy(path: str | Path, expected_id: str | None = None):
     return model, load_tokenizer(path)
 
 
-def load_preference(path: str | Path, expected_id: str | None = None):
-    """A one-output sequence classifier (the reward model) and its tokenizer. A decoder without
-    a pad token pads with EOS (right padding: the classifier pools the last real token)."""
+def load_preference(path: str | Path, expected_id: str | None = None, heads: int | None = None):
+    """A sequence classifier (the reward model: one output, or ``heads`` outputs on one shared
+    body) and its tokenizer. ``heads`` None keeps a classifier folder's own head count (a
+    checkpoint of ours); a head of another size is replaced by a new, randomly initialised one
+    (seed the caller's RNG). A decoder without a pad token pads with EOS (right padding: the
+    classifier pools the last real token)."""
     path = _check_folder(path, "preference model folder")
     tok = load_tokenizer(path)
     if tok.pad_token_id is None:
         raise InputError(f"preference model folder {path}: its tokenizer has neither a pad nor an "
                          "EOS token, so rows cannot be padded (add a pad token to the folder)")
     tok.padding_side = "right"
+    saved = saved_heads(path)
+    heads = heads or saved or 1
+    extra = {"ignore_mismatched_sizes": True} if saved not in (None, heads) else {}
     model = _from_pretrained(AutoModelForSequenceClassification, path, "preference model folder",
-                             expected_id, num_labels=1)
+                             expected_id, num_labels=heads, **extra)
     model.config.pad_token_id = tok.pad_token_id
     return model, tok
+
+
+def saved_heads(path: str | Path) -> int | None:
+    """The outputs of a sequence-classifier folder's head; None for any other model folder."""
+    conf = json.loads((Path(path) / "config.json").read_text())
+    if not any(a.endswith("ForSequenceClassification") for a in conf.get("architectures") or []):
+        return None
+    return len(conf.get("id2label") or {}) or conf.get("num_labels") or 1
 
 
 def build_preference_base(source: str | Path, out: str | Path, seed: int = 0) -> Path:
@@ -117,10 +131,11 @@ def build_preference_base(source: str | Path, out: str | Path, seed: int = 0) ->
     return out
 
 
-def preference_from_policy(policy_path: str | Path, seed: int):
-    """A reward model whose body starts from the policy's weights; the score head is new."""
+def preference_from_policy(policy_path: str | Path, seed: int, heads: int = 1):
+    """A reward model whose body starts from the policy's weights; the score head (``heads``
+    outputs) is new."""
     torch.manual_seed(seed)
-    return load_preference(policy_path)
+    return load_preference(policy_path, heads=heads)
 
 
 def weights_id(model: torch.nn.Module, prefix: str) -> str:

@@ -6,6 +6,10 @@ Strategy ``top_vs_other`` (the default) spends labels where selection will look:
 first pair is the completion the *previous* preference model scores highest against another
 distinct one. When that favourite is wrong, the annotator says so, and the blind spot the policy
 was about to exploit is corrected before selection uses it. ``random`` pairs uniformly.
+
+Strategy ``active`` spends a label budget where the previous model is least sure of an order
+that matters: among each prompt's top-k distinct completions by its conservative score, the pairs
+whose reward difference the ensemble's heads disagree on most (one head: the smallest margin).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from rs_pipeline.ids import seeded_rng
@@ -30,9 +35,7 @@ def distinct_pairs(prompt_ids: Sequence[str], completions: Sequence[str], n_pair
     many prompts as possible before any prompt gives a second pair. With ``scores``, a prompt's
     first pair is its top-scored completion against a random other one.
     """
-    first_row: dict[str, dict[str, int]] = defaultdict(dict)
-    for i, (pid, comp) in enumerate(zip(prompt_ids, completions)):
-        first_row[pid].setdefault(comp, i)
+    first_row = _first_rows(prompt_ids, completions)
     rng = random.Random(seed)
     candidates = {}
     for pid in sorted(first_row):
@@ -57,6 +60,55 @@ def distinct_pairs(prompt_ids: Sequence[str], completions: Sequence[str], n_pair
             if candidates[pid]:
                 nxt.append(pid)
         order = nxt
+    return out
+
+
+def _first_rows(prompt_ids: Sequence[str], completions: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per prompt, each distinct completion's first row."""
+    first_row: dict[str, dict[str, int]] = defaultdict(dict)
+    for i, (pid, comp) in enumerate(zip(prompt_ids, completions)):
+        first_row[pid].setdefault(comp, i)
+    return first_row
+
+
+def active_pairs(prompt_ids: Sequence[str], completions: Sequence[str], n_pairs: int, seed: int,
+                 head_scores: Sequence[Sequence[float]], top_k: int,
+                 penalty: float = 0.0) -> list[tuple[int, int]]:
+    """Up to ``n_pairs`` (row_a, row_b) pairs the previous model is least sure how to order.
+
+    ``head_scores`` holds each row's reward under every head (rows x heads). Per prompt, its
+    ``top_k`` distinct completions by conservative score (mean - ``penalty`` * std over heads;
+    ties to the first row) give every pair among them; a pair's uncertainty is the standard
+    deviation over heads of r_a - r_b (with one head: minus |r_a - r_b|, the smallest margin is
+    the least sure). Pairs are taken in passes of at most one per prompt (each prompt's most
+    uncertain pair not yet taken), each pass ranked globally by uncertainty, until the budget is
+    spent; ties and each pair's (a, b) order are drawn from ``seed``.
+    """
+    h = np.asarray(head_scores, dtype=np.float64).reshape(len(prompt_ids), -1)
+    heads = h.shape[1]
+    mean = h.mean(axis=1)
+    cons = mean - penalty * h.std(axis=1, ddof=1) if heads > 1 and penalty else mean
+    rng = random.Random(seed)
+    first_row = _first_rows(prompt_ids, completions)
+    order = sorted(first_row)
+    rng.shuffle(order)  # tie-break between prompts of equal uncertainty
+    queues: dict[str, list[tuple[float, int, int]]] = {}
+    for pid in order:
+        top = sorted(first_row[pid].values(), key=lambda r: (-cons[r], r))[:top_k]
+        combos = []
+        for i, a in enumerate(top):
+            for b in top[i + 1 :]:
+                diff = h[a] - h[b]
+                unsure = float(diff.std(ddof=1)) if heads > 1 else -abs(float(diff[0]))
+                combos.append((unsure, a, b))
+        if combos:
+            queues[pid] = sorted(combos, key=lambda c: -c[0])  # stable: top-rank order on ties
+    out: list[tuple[int, int]] = []
+    while len(out) < n_pairs and queues:
+        this_pass = sorted(((q.pop(0), pid) for pid, q in queues.items()), key=lambda c: -c[0][0])
+        for (_, a, b), _ in this_pass[: n_pairs - len(out)]:
+            out.append((a, b) if rng.random() < 0.5 else (b, a))
+        queues = {pid: q for pid, q in queues.items() if q}
     return out
 
 

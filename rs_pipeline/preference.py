@@ -3,6 +3,12 @@
 Loss for a pair (A, B) with soft label ``hp`` = P(A preferred):
 ``-hp * log s(r_A - r_B) - (1 - hp) * log s(r_B - r_A)``, i.e. binary cross-entropy of the
 reward margin against ``hp``.
+
+An **ensemble** (``preference.ensemble_heads`` K > 1) is one body with a K-output head: each
+head is trained with the same loss on its own bootstrap of the pairs (every pair weighted
+Poisson(1) per head, seeded by the run seed and the pair), so the heads agree where the data is
+dense and disagree where it is thin. The reward is the heads' mean, the *spread* their standard
+deviation. With K = 1 nothing of this runs: the model, batches and loss are the one-head ones.
 """
 
 from __future__ import annotations
@@ -11,38 +17,67 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import datasets
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from rs_pipeline.ids import derive_seed
 from rs_pipeline.pairs import LabelledPair
 from rs_pipeline.preference_inputs import context_length, encode, pad_rows
 from rs_pipeline.training import run_trainer
 
 
-def bt_loss(r_a: torch.Tensor, r_b: torch.Tensor, hp: torch.Tensor) -> torch.Tensor:
-    """Mean soft-label Bradley-Terry loss; ``hp`` in [0, 1] is the probability A is preferred."""
-    return F.binary_cross_entropy_with_logits(r_a - r_b, hp.to(r_a.dtype))
+def bt_loss(r_a: torch.Tensor, r_b: torch.Tensor, hp: torch.Tensor,
+            weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean soft-label Bradley-Terry loss; ``hp`` in [0, 1] is the probability A is preferred.
+
+    With ``weights`` (pairs x heads, as ``r_a``/``r_b``), each head's per-pair loss is weighted
+    (its bootstrap) and the sum is divided by pairs x heads (the weights' mean is 1)."""
+    if weights is None:
+        return F.binary_cross_entropy_with_logits(r_a - r_b, hp.to(r_a.dtype))
+    target = hp.to(r_a.dtype).unsqueeze(-1).expand_as(r_a)
+    per = F.binary_cross_entropy_with_logits(r_a - r_b, target, reduction="none")
+    return (per * weights.to(per.dtype)).sum() / per.numel()
+
+
+def bootstrap_weights(seed: int, pair: LabelledPair, heads: int) -> list[float]:
+    """The pair's weight in each head's bootstrap: Poisson(1) draws seeded by (seed, pair)."""
+    rng = np.random.default_rng(derive_seed(seed, "bootstrap", *pair[:3]))
+    return rng.poisson(1.0, heads).astype(float).tolist()
 
 
 def _encode(model, tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> list[dict]:
     return encode(tokenizer, prompts, completions, context_length(model.config, tokenizer))
 
 
-def rewards(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One reward per row of a padded batch (``input_ids``, ``attention_mask``, segment ids)."""
+def head_rewards(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Every head's reward per row of a padded batch (``input_ids``, ``attention_mask``,
+    segment ids): rows x heads."""
     keys = ("input_ids", "attention_mask", "token_type_ids")
-    return model(**{k: batch[k] for k in keys if k in batch}).logits[:, 0]
+    return model(**{k: batch[k] for k in keys if k in batch}).logits
+
+
+def rewards(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One reward per row of a padded batch: the head's, or the mean over the heads."""
+    logits = head_rewards(model, batch)
+    return logits[:, 0] if logits.shape[1] == 1 else logits.mean(dim=1)
 
 
 class BradleyTerryTrainer(Trainer):
     """``Trainer`` whose batches are pairs: A and B go through the model in one forward, and
-    the loss is the soft-label BT loss (the one custom piece of preference training)."""
+    the loss is the soft-label BT loss (the one custom piece of preference training); with
+    per-head bootstrap ``weights`` in the batch, every head gets its own weighted loss."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        r = rewards(model, inputs)
-        half = r.shape[0] // 2
-        loss = bt_loss(r[:half], r[half:], inputs["hp"])
+        if "weights" in inputs:
+            r = head_rewards(model, inputs)
+            half = r.shape[0] // 2
+            loss = bt_loss(r[:half], r[half:], inputs["hp"], inputs["weights"])
+        else:
+            r = rewards(model, inputs)
+            half = r.shape[0] // 2
+            loss = bt_loss(r[:half], r[half:], inputs["hp"])
         return (loss, {"rewards": r}) if return_outputs else loss
 
 
@@ -55,19 +90,26 @@ class SoftPairCollator:
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         out = pad_rows([e["a"] for e in examples] + [e["b"] for e in examples], self.pad_token_id)
         out["hp"] = torch.tensor([e["hp"] for e in examples], dtype=torch.float32)
+        if "weights" in examples[0]:
+            out["weights"] = torch.tensor([e["weights"] for e in examples], dtype=torch.float32)
         return out
 
 
 def train_preference(model, tokenizer, pairs: Sequence[LabelledPair], *, epochs: float, lr: float,
                      batch_size: int, seed: int, **checkpointing) -> dict[str, float]:
-    """Fine-tune ``model`` in place on labelled pairs; returns loss, steps, seconds."""
+    """Fine-tune ``model`` in place on labelled pairs; returns loss, steps, seconds. A model
+    with K > 1 outputs trains each head on its own bootstrap of ``pairs`` (seeded by ``seed``)."""
     if not pairs:
         raise ValueError("no labelled pairs to train the preference model on")
     prompts = [p[0] for p in pairs]
-    rows = datasets.Dataset.from_dict({
+    columns = {
         "a": _encode(model, tokenizer, prompts, [p[1] for p in pairs]),
         "b": _encode(model, tokenizer, prompts, [p[2] for p in pairs]),
-        "hp": [float(p[3]) for p in pairs]})
+        "hp": [float(p[3]) for p in pairs]}
+    heads = model.config.num_labels
+    if heads > 1:
+        columns["weights"] = [bootstrap_weights(seed, p, heads) for p in pairs]
+    rows = datasets.Dataset.from_dict(columns)
     model.config.pad_token_id = tokenizer.pad_token_id
     return run_trainer(model, rows, SoftPairCollator(pad_token_id=tokenizer.pad_token_id),
                        trainer_cls=BradleyTerryTrainer, lr=lr, batch_size=batch_size, seed=seed,
@@ -75,15 +117,28 @@ def train_preference(model, tokenizer, pairs: Sequence[LabelledPair], *, epochs:
 
 
 @torch.no_grad()
-def score(model, tokenizer, prompts: Sequence[str], completions: Sequence[str],
-          batch_size: int = 1024) -> list[float]:
-    """The reward of each (prompt, completion)."""
+def score_heads(model, tokenizer, prompts: Sequence[str], completions: Sequence[str],
+                batch_size: int = 1024) -> torch.Tensor:
+    """Every head's reward of each (prompt, completion): rows x heads."""
     model.eval()
     rows = _encode(model, tokenizer, prompts, completions)
-    out: list[float] = []
-    for i in range(0, len(rows), batch_size):
-        out.extend(rewards(model, pad_rows(rows[i : i + batch_size], tokenizer.pad_token_id)).tolist())
-    return out
+    out = [head_rewards(model, pad_rows(rows[i : i + batch_size], tokenizer.pad_token_id))
+           for i in range(0, len(rows), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, model.config.num_labels)
+
+
+def mean_and_spread(heads: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per row: the reward (the heads' mean; one head: its value) and the spread (the heads'
+    standard deviation, ``torch.std``; 0.0 with one head)."""
+    if heads.shape[1] == 1:
+        return heads[:, 0].tolist(), [0.0] * heads.shape[0]
+    return heads.mean(dim=1).tolist(), heads.std(dim=1).tolist()
+
+
+def score(model, tokenizer, prompts: Sequence[str], completions: Sequence[str],
+          batch_size: int = 1024) -> list[float]:
+    """The reward of each (prompt, completion) (the heads' mean for an ensemble)."""
+    return mean_and_spread(score_heads(model, tokenizer, prompts, completions, batch_size))[0]
 
 
 def pair_accuracy(model, tokenizer, pairs: Sequence[LabelledPair]) -> float | None:

@@ -58,7 +58,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "scores": _schema(
         ("generation_id", S), ("round", S), ("prompt_id", S), ("prompt", S),
         ("sample_index", I32), ("completion", S), ("policy_id", S), ("reward_model_id", S),
-        ("reward", F64), ("verifier_score", F64), ("selection_score", F64),
+        ("reward", F64), ("reward_spread", F64), ("verifier_score", F64),
+        ("selection_score", F64),
         nullable=("verifier_score",),
     ),
     "sft_dataset": _schema(

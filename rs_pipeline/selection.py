@@ -11,15 +11,26 @@ import math
 import pandas as pd
 
 
+def conservative(reward, spread, penalty: float):
+    """The preference model's conservative score: mean reward - ``penalty`` * spread over its
+    heads (the reward itself at penalty 0)."""
+    return reward - penalty * spread if penalty else reward
+
+
 def selection_scores(reward: pd.Series, verifier: pd.Series, selector: str,
-                     mix_weight: float) -> pd.Series:
+                     mix_weight: float, spread: pd.Series | None = None,
+                     penalty: float = 0.0) -> pd.Series:
     """The score selection ranks by: the reward, the verifier's score, or a weighted mix
-    (``mix_weight`` on the verifier). Settings are checked when the run context loads."""
+    (``mix_weight`` on the verifier). The reward part is conservative with a ``penalty`` on the
+    heads' ``spread``. Settings are checked when the run context loads."""
+    reward = reward.astype(float)
+    if spread is not None:
+        reward = conservative(reward, spread.astype(float), penalty)
     if selector == "preference":
-        return reward.astype(float)
+        return reward
     if selector == "verifier":
         return verifier.astype(float)
-    return (1 - mix_weight) * reward.astype(float) + mix_weight * verifier.astype(float)
+    return (1 - mix_weight) * reward + mix_weight * verifier.astype(float)
 
 
 def _ranked(scores: pd.DataFrame) -> pd.DataFrame:

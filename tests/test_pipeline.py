@@ -9,10 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from rs_pipeline.config import merge
 from rs_pipeline.defs.partitions import existing_rounds
 from rs_pipeline.defs.runner import run_bootstrap, run_round
 from rs_pipeline.history import round_row
 from rs_pipeline.ids import table_version
+from rs_pipeline.modeling import saved_heads
 from rs_pipeline.storage import AssetStore
 from tests.conftest import pointing_at
 
@@ -264,3 +266,42 @@ def test_a_home_copied_elsewhere_answers_lineage_and_continues(two_rounds, tmp_p
     ckpt = store.read_record("policy_checkpoint", key)
     assert (new / "assets" / ckpt.path / "model.safetensors").exists()
     assert not (old / "assets" / "policy_checkpoint" / "r0003.json").exists()
+
+
+@pytest.mark.slow
+def test_a_round_with_an_ensemble_and_active_labels_records_the_spread(tmp_path, monkeypatch):
+    """Three preference heads, active pairs under the label budget, conservative selection:
+    one round through Dagster; the spread is in the scores, the metadata and MLflow."""
+    from tests.conftest import PROMOTE_ALL, make_home
+
+    settings = merge(PROMOTE_ALL, {"preference": {"ensemble_heads": 3, "pair_strategy": "active"},
+                                   "selection": {"uncertainty_penalty": 0.5}})
+    home = make_home(tmp_path / "home", monkeypatch, settings)
+    instance = dg.DagsterInstance.get()
+    assert run_bootstrap(instance).success
+    key, result = run_round(instance)
+    assert result.success
+    store = _store(home)
+    scores = store.read_table("scores", key)
+    spread = scores.column("reward_spread").to_pylist()
+    assert min(spread) > 0
+    sel = scores.column("selection_score").to_pylist()
+    reward = scores.column("reward").to_pylist()
+    assert sel == pytest.approx([r - 0.5 * s for r, s in zip(reward, spread)])
+    labels = store.read_table("preference_labels", key)
+    assert labels.num_rows == 80  # the budget, spent
+    distinct = {}
+    for pid, comp in zip(*(scores.column(c).to_pylist() for c in ("prompt_id", "completion"))):
+        distinct.setdefault(pid, set()).add(comp)
+    pairable = sum(len(c) > 1 for c in distinct.values())
+    assert len(set(labels.column("prompt_id").to_pylist())) == min(80, pairable)  # spread out
+    rm = store.read_record("preference_model", key)
+    assert saved_heads(home / "assets" / rm.path) == 3
+    mean_spread = sum(spread) / len(spread)
+    meta = instance.get_latest_materialization_event(dg.AssetKey("scores")).asset_materialization
+    assert meta.metadata["score/mean_spread"].value == pytest.approx(mean_spread, abs=1e-5)
+    run = _client(home).search_runs(
+        [_client(home).get_experiment_by_name("rs_pipeline").experiment_id],
+        f"tags.round = '{key}'")[0]
+    assert run.data.metrics["score/mean_spread"] == pytest.approx(mean_spread, abs=1e-5)
+    assert run.data.metrics["select/kept_mean_spread"] > 0

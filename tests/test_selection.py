@@ -47,3 +47,16 @@ def test_selectors():
     assert selection_scores(reward, ver, "preference", 0.5).tolist() == [0.2, 3.0]
     assert selection_scores(reward, ver, "verifier", 0.5).tolist() == [1.0, 0.0]
     assert selection_scores(reward, ver, "mix", 0.25).round(6).tolist() == [0.4, 2.25]
+
+
+def test_uncertainty_penalty_prefers_a_sure_completion_over_a_spread_out_one():
+    df = _scores([("a", 0, "bold", 0.0), ("a", 1, "sure", 0.0)])
+    reward, spread = pd.Series([1.0, 0.9]), pd.Series([0.5, 0.0])
+    verifier = pd.Series([None, None], dtype="float64")
+    for penalty, winner in ((0.0, "bold"), (1.0, "sure")):
+        df["selection_score"] = selection_scores(reward, verifier, "preference", 0.5, spread,
+                                                 penalty)
+        assert select_best(df, None)[0]["completion"].tolist() == [winner]
+    assert selection_scores(reward, verifier, "preference", 0.5, spread, 1.0).tolist() == [0.5, 0.9]
+    mixed = selection_scores(reward, pd.Series([1.0, 0.0]), "mix", 0.25, spread, 1.0)
+    assert mixed.round(6).tolist() == [0.625, 0.675]  # 0.75 * (mean - spread) + 0.25 * verifier

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 import pyarrow as pa
+import torch
 
 from rs_pipeline.annotators import SimulatedAnnotator, hps, human, label_columns
 from rs_pipeline.annotators.human import RequestState, request_table
@@ -17,28 +18,31 @@ from rs_pipeline.lora import fine_tune
 from rs_pipeline.modeling import load_preference, preference_from_policy
 from rs_pipeline.pairs import (
     LabelledPair,
+    active_pairs,
     distinct_pairs,
     heldout_split,
     split_pairs,
 )
-from rs_pipeline.preference import pair_accuracy, score, train_preference
+from rs_pipeline.preference import mean_and_spread, pair_accuracy, score_heads, train_preference
 from rs_pipeline.records import PolicyCheckpoint, PreferenceCheckpoint
 from rs_pipeline.resume import Resume, lazy
 from rs_pipeline.schemas import make_table
-from rs_pipeline.selection import selection_scores
+from rs_pipeline.selection import conservative, selection_scores
 
 
 def train_seed_preference(ctx: RunContext, base: PolicyCheckpoint, seed_table: pa.Table,
                           resume: Resume | None = None) -> tuple[PreferenceCheckpoint, dict]:
     """The first reward model: the policy's body (or your own sequence classifier) plus a
-    one-output head, BT on the seed pairs' ``train`` split. Cached by config."""
+    one-output head (``preference.ensemble_heads`` outputs: a new head, each output trained on
+    its own bootstrap), BT on the seed pairs' ``train`` split. Cached by config."""
     cfg, pc = ctx.settings, ctx.settings.preference
     key = config_hash([base.id, table_version(seed_table), cfg.seed, cfg.section_dict("preference")])
     record = ctx.checkpoints.cached("preference", key, PreferenceCheckpoint)
     if record is None:
         train, held = split_pairs(seed_table)
-        model, tok = (load_preference(pc.base_path) if pc.base_path else
-                      preference_from_policy(ctx.checkpoints.local_dir(base.path), cfg.seed))
+        model, tok = (_from_base(pc.base_path, pc.ensemble_heads, cfg.seed) if pc.base_path else
+                      preference_from_policy(ctx.checkpoints.local_dir(base.path), cfg.seed,
+                                             heads=pc.ensemble_heads))
         model, metrics, lora = _train(model, tok, train, pc, resume, epochs=pc.seed_epochs,
                                       lr=pc.seed_learning_rate, seed=cfg.seed)
         model_id, path = ctx.checkpoints.save(model, tok, "preference", "rm")
@@ -51,6 +55,14 @@ def train_seed_preference(ctx: RunContext, base: PolicyCheckpoint, seed_table: p
                     "seed_pref/train_loss": record.train_loss}
 
 
+def _from_base(path: str, heads: int, seed: int):
+    """``preference.base_path`` as it is, or with a new seeded ``heads``-output head."""
+    if heads == 1:
+        return load_preference(path, heads=1)
+    torch.manual_seed(seed)
+    return load_preference(path, heads=heads)
+
+
 def _train(model, tok, pairs: Sequence[LabelledPair], pc, resume: Resume | None, **args):
     """BT training of the preference model, through LoRA adapters with ``preference.lora``."""
     return fine_tune(model, pc.lora, "SEQ_CLS", "preference.lora", lambda m: train_preference(
@@ -59,11 +71,18 @@ def _train(model, tok, pairs: Sequence[LabelledPair], pc, resume: Resume | None,
 
 
 def _picked_pairs(generations: pa.Table, n_pairs: int, seed: int, round_key: str,
-                  scores: Sequence[float] | None) -> dict[str, list]:
-    """The round's pairs of distinct completions (``pairs.distinct_pairs``) as columns."""
+                  scores: Sequence[float] | None = None,
+                  head_scores: Sequence[Sequence[float]] | None = None, active_top_k: int = 4,
+                  penalty: float = 0.0) -> dict[str, list]:
+    """The round's pairs of distinct completions as columns: with ``head_scores`` (the previous
+    model's every head) the active ones it is least sure of (``pairs.active_pairs``), else
+    ``pairs.distinct_pairs`` (each prompt's top-``scores`` completion first, given scores)."""
     g = generations.to_pydict()
-    picks = distinct_pairs(g["prompt_id"], g["completion"], n_pairs,
-                           seed=derive_seed(seed, round_key, "pairs"), scores=scores)
+    pair_seed = derive_seed(seed, round_key, "pairs")
+    picks = (active_pairs(g["prompt_id"], g["completion"], n_pairs, pair_seed, head_scores,
+                          active_top_k, penalty) if head_scores is not None else
+             distinct_pairs(g["prompt_id"], g["completion"], n_pairs, seed=pair_seed,
+                            scores=scores))
     return {"prompt_id": [g["prompt_id"][a] for a, _ in picks],
             "prompt": [g["prompt"][a] for a, _ in picks],
             "completion_a": [g["completion"][a] for a, _ in picks],
@@ -86,37 +105,46 @@ def _labelled(pairs: dict[str, list], labels: Sequence, kind: str, heldout_fract
 
 
 def label_round_pairs(generations: pa.Table, annotator, n_pairs: int, heldout_fraction: float,
-                      seed: int, round_key: str,
-                      scores: Sequence[float] | None = None) -> pa.Table:
+                      seed: int, round_key: str, **prior) -> pa.Table:
     """Pairs of distinct completions from this round's samples, labelled by the annotator.
 
     With ``scores`` (the previous preference model's), each prompt's first pair puts its
-    top-scored completion against another (``pairs.distinct_pairs``). Pairs the annotator cannot
-    label (a file without them) are left out; a seeded share is marked ``heldout``.
+    top-scored completion against another (``pairs.distinct_pairs``); with ``head_scores`` (its
+    every head's), the pairs are the active ones it is least sure of (``pairs.active_pairs``).
+    Pairs the annotator cannot label (a file without them) are left out; a seeded share is
+    marked ``heldout``.
     """
-    pairs = _picked_pairs(generations, n_pairs, seed, round_key, scores)
+    pairs = _picked_pairs(generations, n_pairs, seed, round_key, **prior)
     triples = list(zip(pairs["prompt"], pairs["completion_a"], pairs["completion_b"]))
     labels = annotator.label(triples, salt=round_key)
     return _labelled(pairs, labels, annotator.source, heldout_fraction, seed, round_key)
 
 
-def _prior(ctx: RunContext, generations: pa.Table, previous: PreferenceCheckpoint):
-    """With ``top_vs_other``, the previous preference model's score of every generation."""
-    if ctx.settings.preference.pair_strategy != "top_vs_other":
-        return None
+def _prior(ctx: RunContext, generations: pa.Table, previous: PreferenceCheckpoint) -> dict:
+    """What the previous preference model tells pair picking (``_picked_pairs`` keywords): its
+    conservative score of every generation (``top_vs_other``), or every head's (``active``)."""
+    pc, penalty = ctx.settings.preference, ctx.settings.selection.uncertainty_penalty
+    if pc.pair_strategy == "random":
+        return {}
     model, tok = ctx.load_preference(previous)
-    return score(model, tok, generations.column("prompt").to_pylist(),
-                 generations.column("completion").to_pylist())
+    heads = score_heads(model, tok, generations.column("prompt").to_pylist(),
+                        generations.column("completion").to_pylist())
+    if pc.pair_strategy == "active":
+        return {"head_scores": heads.tolist(), "active_top_k": pc.active_top_k,
+                "penalty": penalty}
+    mean, spread = mean_and_spread(heads)
+    return {"scores": conservative(pd.Series(mean), pd.Series(spread), penalty).tolist()}
 
 
 def label_pairs(ctx: RunContext, generations: pa.Table, previous: PreferenceCheckpoint,
                 round_key: str) -> tuple[pa.Table, dict]:
     """This round's labelled pairs; with ``top_vs_other`` the previous preference model picks
-    each prompt's favourite, so labels go where selection will look."""
+    each prompt's favourite (by its conservative score), so labels go where selection will look;
+    with ``active`` its heads pick the pairs among the favourites they are least sure of."""
     pc = ctx.settings.preference
     table = label_round_pairs(generations, ctx.annotator, pc.pairs_per_round,
                               pc.heldout_fraction, ctx.settings.seed, round_key,
-                              scores=_prior(ctx, generations, previous))
+                              **_prior(ctx, generations, previous))
     ties = sum(h == 0.5 for h in table.column("hp").to_pylist())
     return table, {"pairs": table.num_rows, "ties": ties}
 
@@ -134,7 +162,7 @@ def human_labels(ctx: RunContext, generations: pa.Table, previous: PreferenceChe
     requests = ann.requested(round_key, fingerprint)
     if requests is None:
         pairs = _picked_pairs(generations, pc.pairs_per_round, seed, round_key,
-                              _prior(ctx, generations, previous))
+                              **_prior(ctx, generations, previous))
         requests = request_table(round_key, pairs)
         ann.write_request(round_key, requests, fingerprint, now)
     state = ann.state(round_key, now)
@@ -205,23 +233,28 @@ def score_generations(ctx: RunContext, generations: pa.Table, reward_model: Pref
 
     def compute(first: int, last: int) -> pa.Table:
         rows = generations.slice(starts[first], starts[last] - starts[first]).to_pydict()
-        rewards = score(*model(), rows["prompt"], rows["completion"]) if rows["prompt"] else []
+        rewards, spread = (mean_and_spread(score_heads(*model(), rows["prompt"],
+                                                       rows["completion"]))
+                           if rows["prompt"] else ([], []))
         verifier = ([task.verify(p, c) for p, c in zip(rows["prompt"], rows["completion"])]
                     if task.has_verifier else [None] * len(rewards))
         ranked = selection_scores(pd.Series(rewards, dtype="float64"),
                                   pd.Series(verifier, dtype="float64"), sel.selector,
-                                  sel.mix_weight)
+                                  sel.mix_weight, pd.Series(spread, dtype="float64"),
+                                  sel.uncertainty_penalty)
         keep = ("generation_id", "round", "prompt_id", "prompt", "sample_index", "completion",
                 "policy_id")
         return make_table("scores", {**{k: rows[k] for k in keep},
                                      "reward_model_id": [reward_model.id] * len(rewards),
-                                     "reward": rewards, "verifier_score": verifier,
+                                     "reward": rewards, "reward_spread": spread,
+                                     "verifier_score": verifier,
                                      "selection_score": ranked.tolist()})
 
     n_prompts = len(starts) - 1
     table = resume.sharded(n_prompts, compute) if resume else compute(0, n_prompts)
-    rewards = table.column("reward").to_pylist()
-    return table, {"score/mean_reward": sum(rewards) / max(1, len(rewards))}
+    rewards, spread = (table.column(c).to_pylist() for c in ("reward", "reward_spread"))
+    return table, {"score/mean_reward": sum(rewards) / max(1, len(rewards)),
+                   "score/mean_spread": sum(spread) / max(1, len(spread))}
 
 
 def prompt_starts(prompt_ids: Sequence[str]) -> list[int]:

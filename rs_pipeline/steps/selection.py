@@ -21,7 +21,9 @@ def sft_dataset(ctx: RunContext, scores: pa.Table) -> tuple[pa.Table, dict]:
     table = make_table("sft_dataset", data)
     verified = [v for v in data["verifier_score"] if v is not None]
     precision = sum(verified) / len(verified) if verified else None
+    spread = best["reward_spread"].mean() if len(best) else None
     return table, {"select/kept": stats["kept"], "select/prompts": stats["prompts"],
+                   "select/kept_mean_spread": None if spread is None else float(spread),
                    "select/dropped_below_threshold": stats["dropped_below_threshold"],
                    "select/duplicate_completions": stats["duplicate_completions"],
                    "select/kept_precision": precision}
