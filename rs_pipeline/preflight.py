@@ -14,6 +14,7 @@ import uuid
 from rs_pipeline.chat import render_text, uses_template
 from rs_pipeline.context import RunContext
 from rs_pipeline.errors import InputError
+from rs_pipeline.gate import gate_preflight
 from rs_pipeline.inputs import FileCheck, check_judgements_file, check_prompts_file
 from rs_pipeline.modeling import build_char_tokenizer, load_tokenizer, tiny_gpt2_config
 from rs_pipeline.preference_inputs import context_length, encode
@@ -30,6 +31,7 @@ def preflight(ctx: RunContext) -> list[str]:
     for path in {p for p in (s.annotator.path if s.annotator.kind == "file" else None,
                              s.preference.seed_labels_path) if p}:
         problems += check_judgements_file(path, q).summary()
+    problems += gate_preflight(s, q)
     policy = _model(s.policy.base_path, "policy.base_path", problems)
     reward = _model(s.preference.base_path, "preference.base_path", problems)
     if prompts_check is not None:  # the rows that could be read are checked further
