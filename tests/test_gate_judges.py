@@ -295,3 +295,48 @@ def test_preflight_wants_a_one_output_classifier_and_a_clean_pair_set(tiny_polic
         "(architectures ['GPT2LMHeadModel'])"]
     found = gate_problems(pairs_path=str(pairs))
     assert len(found) == 1 and "row 0, column 'hp': must be a finite number in [0, 1]" in found[0]
+
+
+# --- the judges on completions (steps.evaluation.judge_round) ----------------------------------
+
+def test_judge_round_scores_completions_with_the_reward_model_and_the_annotator(
+        tiny_policy, prompts_file, tmp_path):
+    from rs_pipeline.annotators import Label
+    from rs_pipeline.modeling import load_preference
+    from rs_pipeline.preference import score
+    from rs_pipeline.steps.evaluation import judge_round
+
+    model, tok = load_preference(tiny_policy)
+    rm = tmp_path / "held_back_rm"
+    model.save_pretrained(rm)
+    tok.save_pretrained(rm)
+    prompts = ["0120=", "2101=", "1111="]
+    cand, champ = ["0210", "1012", "1111"], ["0201", "1012", "0000"]
+    base = {"task": {"name": "prompts_file", "prompts_path": str(prompts_file)},
+            "annotator": {"kind": "file", "path": str(prompts_file)}}
+
+    def ctx(**gate):
+        return RunContext(config_from_dict({**base, "gate": gate}), tmp_path / "home")
+
+    c = judge_round(ctx(judge="reward_model", reward_model_path=str(rm)), prompts, cand, champ,
+                    _m(), _m(), None, "r0001")
+    assert (c.judge, c.metric) == ("reward_model", "greedy_mean_reward")
+    assert c.candidate == pytest.approx(sum(score(model, tok, prompts, cand)) / 3)
+    assert c.champion == pytest.approx(sum(score(model, tok, prompts, champ)) / 3)
+    assert c.judge_id.startswith("rm-")
+
+    class Judge:  # prefers the candidate on the first pair; asked only about distinct pairs
+        source = "judge"
+        asked: list = []
+
+        def label(self, pairs, salt=""):
+            self.asked.extend(pairs)
+            return [Label(0.9, "judge:abc")] * (len(pairs) - 1) + [None]
+
+    annotated = ctx(judge="annotator")
+    annotated.__dict__["annotator"] = Judge()  # the run's annotator, as make_annotator built it
+    c = judge_round(annotated, prompts, cand, champ, _m(), _m(), None, "r0001")
+    assert Judge.asked == [("0120=", "0210", "0201"), ("1111=", "1111", "0000")]
+    assert (c.metric, c.candidate, c.judge_id) == ("win_rate", pytest.approx((0.9 + 0.5) / 2),
+                                                   "judge:abc")
+    assert c.note == "2 of 3 gate pairs counted (1 identical)"
