@@ -30,7 +30,7 @@ def print_table(rows) -> None:
     for r in rows:
         lines.append([r.round, r.policy_id or "-", _fmt(r.kept), _fmt(r.pair_acc),
                       _fmt(r.greedy_acc), _fmt(r.sample_acc),
-                      f"{_fmt(r.gate)}/{_fmt(r.champion_gate)}",
+                      r.gate_summary or f"{_fmt(r.gate)}/{_fmt(r.champion_gate)}",
                       "yes" if r.state == "promoted" else "no"])
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     for i, line in enumerate(lines):
@@ -83,7 +83,8 @@ class Session:
                    "waiting": f"paused: {status.reason}"}.get(
             status.state, f"{status.state} in {status.step or 'its run'}: {status.error}")
         print(f"round {key}: kept {_fmt(row.kept)}, pair acc {_fmt(row.pair_acc)}, eval greedy "
-              f"{_fmt(row.greedy_acc)}, sampled {_fmt(row.sample_acc)} -> {outcome} "
+              f"{_fmt(row.greedy_acc)}, sampled {_fmt(row.sample_acc)}, gate {row.gate_summary or '-'} "
+              f"-> {outcome} "
               f"[{seconds:.0f}s]", flush=True)
         if status.state == "waiting":
             print(f"{status.reason}: fill hp in requests.jsonl there and save it as "

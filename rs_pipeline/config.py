@@ -23,6 +23,7 @@ PairStrategy = Literal["top_vs_other", "random", "active"]
 AnnotatorKind = Literal["simulated", "file", "reward_model", "judge", "mixed", "human"]
 ChatTemplateMode = Literal["auto", "off"]
 Engine = Literal["transformers", "vllm"]
+GateJudge = Literal["auto", "verifier", "reward_model", "hook", "annotator"]
 
 
 def _f(default: Any, doc: str, **bounds: float):
@@ -181,7 +182,23 @@ class SFTConfig:
 class GateConfig:
     """When a candidate is refused promotion."""
 
-    tolerance: float = _f(0.01, "Refuse a candidate whose gate accuracy is below champion - this.")
+    judge: GateJudge = _f(
+        "auto", "Who compares candidate and champion on the gate prompts: 'auto' (the verifier; "
+        "without one gate.hook, else gate.reward_model_path, else a model annotator, else the seed "
+        "preference model), 'verifier', 'reward_model', 'hook' or 'annotator'.")
+    reward_model_path: str | None = _f(
+        None, "Judge 'reward_model': a held-back one-output sequence-classifier folder (with its "
+        "own tokenizer) that no round trains.")
+    hook: str | None = _f(None, "Judge 'hook': 'package.module:function' taking (prompts, "
+                          "completions) and returning one score per completion.")
+    pairs_path: str | None = _f(
+        None, "Held-out labelled pairs (judgements-file format): the round's preference model "
+        "must rank them no worse than the previous one minus gate.tolerance.")
+    min_pair_acc: float = _f(0.6, "Refuse a round whose preference model's held-out pair accuracy "
+                             "is below this (not applied when it had no decided held-out pairs).",
+                             ge=0, le=1)
+    tolerance: float = _f(0.01, "Refuse a candidate whose gate value (accuracy, mean score) is "
+                          "below the champion's minus this (win rate: below 0.5 minus this).")
     hacking_reward_margin: float = _f(0.05, "Reward rise that, with accuracy falling, flags hacking.",
                                       ge=0)
     hacking_acc_margin: float = _f(0.01, "Accuracy fall that, with reward rising, flags hacking.",

@@ -21,6 +21,7 @@ from rs_pipeline.checkpoints import CheckpointStore
 from rs_pipeline.config import PipelineConfig, config_from_dict, load_config
 from rs_pipeline.engines import open_engine, resolve_python
 from rs_pipeline.errors import InputError
+from rs_pipeline.gate import judge_setting_problems
 from rs_pipeline.generation import SamplingParams
 from rs_pipeline.modeling import load_policy, load_preference, load_tokenizer
 from rs_pipeline.resume import Resume, step_key
@@ -163,6 +164,8 @@ def check_settings(cfg: PipelineConfig) -> list[str]:
         if cfg.selection.selector != "preference":
             problems.append(f"setting selection.selector={cfg.selection.selector!r} needs a "
                             f"verifier; task {task.name!r} has none")
+    if task is not None:
+        problems += judge_setting_problems(cfg, task)
     if task is not None and not task.alphabet and not cfg.policy.base_path:
         problems.append(f"setting policy.base_path is required for task {task.name!r} (the "
                         "demo model is built only for the built-in tasks)")

@@ -43,6 +43,10 @@ class RoundRow:
     gate: float | None = None
     champion_gate: float | None = None
     reason: str | None = None
+    #: Who judged the gate (verifier, hook, reward_model, annotator, seed_preference; old
+    #: records: from their metric) and the table's cell, e.g. ``hook .610/.580 pairs .550<.600``.
+    gate_judge: str | None = None
+    gate_summary: str | None = None
 
     @property
     def evaluated(self) -> bool:
@@ -70,7 +74,9 @@ def round_row(store: AssetStore, key: str, evaluation: RoundEvaluation | None = 
                       greedy_acc=cand.eval.greedy_acc, sample_acc=cand.eval.sample_acc,
                       pass_at_n=cand.eval.pass_at_n, mean_reward=cand.eval.mean_reward,
                       champion_greedy_acc=champ.eval.greedy_acc, gate_metric=d.metric,
-                      gate=d.candidate, champion_gate=d.champion, reason=d.reason)
+                      gate=d.candidate, champion_gate=d.champion, reason=d.reason,
+                      gate_judge=d.judge or d.summary().split(" ", 1)[0],
+                      gate_summary=d.summary())
         state = "refused" if not d.promoted else "incomplete"
     if store.exists("promotion", key, "json") or (evaluation is not None
                                                    and evaluation.decision.promoted):

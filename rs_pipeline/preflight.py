@@ -16,6 +16,7 @@ from rs_pipeline.annotators import kinds_in_use, model_problems
 from rs_pipeline.chat import render_text, uses_template
 from rs_pipeline.context import RunContext
 from rs_pipeline.errors import InputError
+from rs_pipeline.gate import gate_preflight
 from rs_pipeline.inputs import FileCheck, check_judgements_file, check_prompts_file
 from rs_pipeline.modeling import build_char_tokenizer, load_tokenizer, tiny_gpt2_config
 from rs_pipeline.preference_inputs import context_length, encode
@@ -36,6 +37,7 @@ def preflight(ctx: RunContext) -> list[str]:
                              s.preference.seed_labels_path) if p}:
         problems += check_judgements_file(path, q).summary()
     problems += model_problems(s.annotator)  # reward model / judge folders and template
+    problems += gate_preflight(s, q)
     policy = _model(s.policy.base_path, "policy.base_path", problems)
     reward = _model(s.preference.base_path, "preference.base_path", problems)
     if prompts_check is not None:  # the rows that could be read are checked further

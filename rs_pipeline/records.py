@@ -102,14 +102,64 @@ class PolicyEvaluation:
 
 
 @dataclass(frozen=True)
+class PairAccCheck:
+    """A bar the round's preference model's pair accuracy must clear: ``floor``
+    (``gate.min_pair_acc`` on its own held-out pairs) or ``pairs_set`` (``gate.pairs_path``,
+    against the previous preference model on the same pairs). ``value`` None: nothing to
+    measure, the check was not applied (``passed`` stays True, ``note`` says why)."""
+
+    check: str
+    value: float | None
+    bar: float | None
+    passed: bool
+    reference: float | None = None
+    note: str = ""
+
+
+#: How the round table names a judge (old records carry no judge: named from their metric).
+_JUDGE_LABELS = {"reward_model": "rm", "seed_preference": "seed_rm", "round_preference": "round_rm",
+                 "greedy_acc": "verifier", "greedy_mean_reward": "round_rm"}
+
+
+def _short(v: float | None) -> str:
+    if v is None:
+        return "-"
+    s = f"{v:.3f}"
+    return s[1:] if s.startswith("0.") else "-" + s[2:] if s.startswith("-0.") else s
+
+
+@dataclass(frozen=True)
 class GateDecision:
+    """The gate's decision and what it compared. ``metric``/``candidate``/``champion``: the
+    judge's values (``win_rate``: candidate's share of wins over the champion, and 1 minus it).
+    Records written before the judge fields existed load with them None."""
+
     promoted: bool
     metric: str
-    candidate: float
-    champion: float
+    candidate: float | None
+    champion: float | None
     regressed: bool
     reward_hacking: bool
     reason: str
+    #: verifier | reward_model | hook | annotator | seed_preference.
+    judge: str | None = None
+    #: Which one: the hook's import path, the reward model's or annotator's id.
+    judge_id: str | None = None
+    #: How ``auto`` chose (e.g. that it fell back to the seed preference model).
+    judge_note: str | None = None
+    pair_acc_floor: PairAccCheck | None = None
+    pairs_set: PairAccCheck | None = None
+
+    def summary(self) -> str:
+        """One cell of the round table: ``hook .610/.580``, plus any pair check that failed,
+        e.g. ``pairs .550<.600``."""
+        label = self.judge or _JUDGE_LABELS.get(self.metric, self.metric)
+        parts = [f"{_JUDGE_LABELS.get(label, label)} {_short(self.candidate)}/"
+                 f"{_short(self.champion)}"]
+        for name, check in (("pairs", self.pair_acc_floor), ("pairset", self.pairs_set)):
+            if check is not None and not check.passed:
+                parts.append(f"{name} {_short(check.value)}<{_short(check.bar)}")
+        return " ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,11 @@ def reward_figure(rewards_by_round: dict[str, list[float]]) -> Figure:
 def kept_figure(history: pd.DataFrame) -> Figure:
     fig, ax = _figure(8, 3.2)
     colors = ["tab:green" if p else "tab:red" for p in history["promoted"]]
-    ax.bar(history["round"], history["kept"], color=colors)
-    ax.set_title("kept-set size per round (green: promoted, red: refused)")
+    bars = ax.bar(history["round"], history["kept"], color=colors)
+    if "gate_summary" in history:  # what the gate compared, over each round's bar
+        ax.bar_label(bars, [s or "" for s in history["gate_summary"]], fontsize=7)
+    ax.set_title("kept-set size per round (green: promoted, red: refused; label: the gate's "
+                 "judge, candidate/champion)")
     fig.tight_layout()
     return fig
 

@@ -18,6 +18,9 @@ TINY = {
     "preference": {"seed_pairs": 300, "pairs_per_round": 80, "replay_pairs": 40,
                    "batch_size": 32, "heldout_fraction": 0.25},
     "sft": {"epochs": 1, "learning_rate": 1e-3, "batch_size": 32},
+    # 20 held-out pairs per round are too few for the pair-accuracy floor to be more than noise
+    # here: it is off in these settings and tested on its own (tests/test_gate_judges.py).
+    "gate": {"min_pair_acc": 0.0},
 }
 
 
@@ -90,7 +93,8 @@ def sentiment_pairs():
 # The gate's outcome is pinned, not left to float noise: any candidate passes (tolerance 1.0
 # on an accuracy, no hacking margin reachable), so both rounds are promoted on every machine.
 # DPO pairs at any margin: the tiny preference model's scores rarely differ by the default 0.5.
-PROMOTE_ALL = {**TINY, "gate": {"tolerance": 1.0, "hacking_reward_margin": 1e9},
+PROMOTE_ALL = {**TINY, "gate": {"tolerance": 1.0, "hacking_reward_margin": 1e9,
+                                "min_pair_acc": 0.0},
                "selection": {"dpo_min_margin": 0.0}}
 
 

@@ -116,7 +116,7 @@ def test_mlflow_holds_one_run_per_round_registered_models_and_champion(two_round
 
 def test_refused_round_keeps_the_champion_and_its_reason(tiny_home):
     cfg = yaml.safe_load((tiny_home / "rs_pipeline.yaml").read_text())
-    cfg["gate"] = {"tolerance": -2.0}  # the candidate must beat the champion by 2.0: impossible
+    cfg["gate"] = {**cfg["gate"], "tolerance": -2.0}  # must beat the champion by 2.0: impossible
     (tiny_home / "rs_pipeline.yaml").write_text(yaml.safe_dump(cfg))
     instance = dg.DagsterInstance.get()
     assert run_bootstrap(instance).success
@@ -129,7 +129,9 @@ def test_refused_round_keeps_the_champion_and_its_reason(tiny_home):
     assert not store.exists("promotion", key, "json")
     checks = {e.check_name: e.passed
               for e in result.get_asset_check_evaluations()}
-    assert checks == {"no_regression_vs_champion": False, "no_reward_hacking": True}
+    assert checks == {"no_regression_vs_champion": False, "no_reward_hacking": True,
+                      "preference_model_pair_accuracy": True}
+    assert ev.decision.judge == "verifier" and ev.decision.pair_acc_floor.bar == 0.0
     key2, _ = run_round(instance)
     s2 = store.read_record("sampling_policy", key2)
     base = store.read_record("base_policy")
