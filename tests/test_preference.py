@@ -61,7 +61,7 @@ def test_preference_model_learns_to_rank_right_over_bugged(tiny_policy):
             if task.answer(p) != task.bugged_answer(p)]
     model, tok = preference_from_policy(tiny_policy, seed=0)
     before = pair_accuracy(model, tok, held)
-    metrics = train_preference(model, tok, train, epochs=3, lr=1e-3, batch_size=32, seed=0)
+    metrics = train_preference(model, tok, train, epochs=4, lr=1e-3, batch_size=32, seed=0)
     after = pair_accuracy(model, tok, held)
     assert metrics["steps"] > 0 and metrics["train_loss"] < math.log(2)
     assert after >= 0.9 and after > before
