@@ -34,12 +34,17 @@ def preference_labels(context: dg.AssetExecutionContext, pipeline: PipelineResou
         if isinstance(table, RequestState):
             pause(context, mlflow, table)
             return
-        yield output(context, None, table, **stats)
+        yield output(context, mlflow, table, _spent(stats), **stats)
         return
     table, stats, reused = run_step(
         context, pipeline, "preference_labels", {"generations": generations, "previous": previous},
         lambda r: judging.label_pairs(ctx, generations, previous, key))
-    yield output(context, None, table, reused=reused, **stats)
+    yield output(context, mlflow, table, _spent(stats), reused=reused, **stats)
+
+
+def _spent(stats: dict) -> dict:
+    """The round's label budget as MLflow metrics: labels spent and how many were ties."""
+    return {"labels/spent": stats["pairs"], "labels/ties": stats["ties"]}
 
 
 @dg.asset(partitions_def=ROUNDS, group_name=ROUND, pool="model_work",
