@@ -14,7 +14,6 @@ pair set against the previous preference model's.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from rs_pipeline.config import PipelineConfig
 from rs_pipeline.errors import InputError
+from rs_pipeline.imports import import_object
 from rs_pipeline.records import PairAccCheck
 from rs_pipeline.tasks.base import Task
 
@@ -133,26 +133,7 @@ def reward_model_problems(path: str) -> list[str]:
 def load_hook(spec: str) -> Callable[[Sequence[str], Sequence[str]], list[float]]:
     """The callable ``package.module:function`` names (imported as plug-in tasks are); every
     failure is one ``InputError`` naming ``gate.hook``."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise InputError(f"{HOOK_SETTING}: {spec!r} is not an import path "
-                         "'package.module:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        hint = ("; install its distribution or put its folder on PYTHONPATH"
-                if exc.name and module_name.startswith(exc.name) else "")
-        raise InputError(f"{HOOK_SETTING}: cannot import module {module_name!r} for hook "
-                         f"{spec!r} (ModuleNotFoundError: {exc}){hint}") from None
-    except Exception as exc:  # noqa: BLE001 - an error inside the user's module
-        raise InputError(f"{HOOK_SETTING}: importing module {module_name!r} for hook {spec!r} "
-                         f"failed ({type(exc).__name__}: {exc})") from None
-    target = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise InputError(f"{HOOK_SETTING}: module {module_name!r} has no attribute {attr!r} "
-                             f"(hook {spec!r})")
-        target = getattr(target, part)
+    target = import_object(spec, HOOK_SETTING, "hook", "package.module:function")
     if not callable(target):
         raise InputError(f"{HOOK_SETTING}: {spec!r} is of type {type(target).__name__!r}, not a "
                          "callable (prompts, completions) -> list of floats")

@@ -10,12 +10,12 @@ UI and the nightly schedule all go through :func:`get_task` before any model wor
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 from importlib.metadata import entry_points
 from pathlib import Path
 
 from rs_pipeline.errors import InputError
+from rs_pipeline.imports import import_object
 from rs_pipeline.tasks.addition import AdditionTask
 from rs_pipeline.tasks.base import Task
 from rs_pipeline.tasks.prompts_file import PromptsFileTask
@@ -81,26 +81,7 @@ def task_code_version(task: Task) -> str:
 
 
 def _import(path: str):
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise InputError(f"{SETTING}: {path!r} is not an import path 'package.module:TaskClass'")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        hint = ("; install its distribution or put its folder on PYTHONPATH"
-                if exc.name and module_name.startswith(exc.name) else "")
-        raise InputError(f"{SETTING}: cannot import module {module_name!r} for task {path!r} "
-                         f"(ModuleNotFoundError: {exc}){hint}") from None
-    except Exception as exc:  # noqa: BLE001 - an error inside the plug-in's module
-        raise InputError(f"{SETTING}: importing module {module_name!r} for task {path!r} failed "
-                         f"({type(exc).__name__}: {exc})") from None
-    target = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise InputError(f"{SETTING}: module {module_name!r} has no attribute {attr!r} "
-                             f"(task {path!r})")
-        target = getattr(target, part)
-    return target
+    return import_object(path, SETTING, "task", "package.module:TaskClass")
 
 
 def _make(target, where: str) -> Task:
