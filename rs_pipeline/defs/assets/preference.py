@@ -34,17 +34,18 @@ def preference_labels(context: dg.AssetExecutionContext, pipeline: PipelineResou
         if isinstance(table, RequestState):
             pause(context, mlflow, table)
             return
-        yield output(context, mlflow, table, _spent(stats), **stats)
+        yield output(context, mlflow, table, _spent(table), **stats)
         return
     table, stats, reused = run_step(
         context, pipeline, "preference_labels", {"generations": generations, "previous": previous},
         lambda r: judging.label_pairs(ctx, generations, previous, key))
-    yield output(context, mlflow, table, _spent(stats), reused=reused, **stats)
+    yield output(context, mlflow, table, _spent(table), reused=reused, **stats)
 
 
-def _spent(stats: dict) -> dict:
+def _spent(labels: pa.Table) -> dict:
     """The round's label budget as MLflow metrics: labels spent and how many were ties."""
-    return {"labels/spent": stats["pairs"], "labels/ties": stats["ties"]}
+    hp = labels.column("hp").to_pylist()
+    return {"labels/spent": len(hp), "labels/ties": sum(h == 0.5 for h in hp)}
 
 
 @dg.asset(partitions_def=ROUNDS, group_name=ROUND, pool="model_work",
