@@ -195,7 +195,8 @@ class GateConfig:
         None, "Held-out labelled pairs (judgements-file format): the round's preference model "
         "must rank them no worse than the previous one minus gate.tolerance.")
     min_pair_acc: float = _f(0.6, "Refuse a round whose preference model's held-out pair accuracy "
-                             "is below this (not applied when it had no decided held-out pairs).",
+                             "is below this (not applied when it had no decided held-out pairs, or "
+                             "when selection.selector is 'verifier').",
                              ge=0, le=1)
     tolerance: float = _f(0.01, "Refuse a candidate whose gate value (accuracy, mean score) is "
                           "below the champion's minus this (win rate: below 0.5 minus this).")

@@ -184,8 +184,14 @@ def win_rate(hps: Sequence[float | None], candidate: Sequence[str],
     return mean(counted), len(counted)
 
 
-def floor_check(pair_acc: float | None, floor: float) -> PairAccCheck:
-    """The round's preference model's held-out pair accuracy against ``gate.min_pair_acc``."""
+def floor_check(pair_acc: float | None, floor: float,
+                selector: str = "preference") -> PairAccCheck:
+    """The round's preference model's held-out pair accuracy against ``gate.min_pair_acc``;
+    not applied when the preference model took no part in selecting the data (``selection.
+    selector: verifier``)."""
+    if selector == "verifier":
+        return PairAccCheck("floor", pair_acc, floor, True,
+                            note="not applied: the verifier selected the data")
     if pair_acc is None:
         return PairAccCheck("floor", None, floor, True,
                             note="not applied: the preference model had no decided held-out pairs")

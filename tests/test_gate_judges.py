@@ -139,6 +139,9 @@ def test_the_floor_refuses_a_round_whose_preference_model_ranks_too_few_pairs():
     assert unmeasured.passed and "not applied" in unmeasured.note
     d = decide(judge, [unmeasured])
     assert d.promoted and d.pair_acc_floor.value is None
+    verifier_selected = floor_check(0.3, 0.6, selector="verifier")
+    assert verifier_selected.passed and "verifier selected" in verifier_selected.note
+    assert not floor_check(0.3, 0.6, selector="mix").passed
 
 
 def test_the_pair_set_refuses_a_preference_model_worse_than_the_previous_one():

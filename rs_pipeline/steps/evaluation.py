@@ -70,7 +70,7 @@ def evaluate_round(ctx: RunContext, candidate: PolicyCheckpoint, champion: Polic
     cand, champ = results["candidate"], results["champion"]
     comparison = judge_round(ctx, sets["gate"], greedy["candidate"], greedy["champion"], cand.gate,
                              champ.gate, seed_reward_model, round_key)
-    checks = [floor_check(reward_model.pair_acc, cfg.gate.min_pair_acc)]
+    checks = [floor_check(reward_model.pair_acc, cfg.gate.min_pair_acc, cfg.selection.selector)]
     if cfg.gate.pairs_path:
         checks.append(_pairs_set(ctx, (rm, rtok), reward_model, previous_reward_model))
     decision = gate_decision(cand.gate, champ.gate, cand.eval, champ.eval, cfg.gate, comparison,
