@@ -24,6 +24,8 @@ AnnotatorKind = Literal["simulated", "file", "reward_model", "judge", "mixed", "
 ChatTemplateMode = Literal["auto", "off"]
 Engine = Literal["transformers", "vllm"]
 GateJudge = Literal["auto", "verifier", "reward_model", "hook", "annotator"]
+SelectionRule = Literal["argmax", "top_k", "random"]
+Normalize = Literal["none", "prompt"]
 
 
 def _f(default: Any, doc: str, **bounds: float):
@@ -166,6 +168,23 @@ class SelectionConfig:
     uncertainty_penalty: float = _f(0.0, "Conservative selection: the reward part of the score is "
                                     "mean - this * spread over the preference heads.", ge=0)
     dpo_min_margin: float = _f(0.5, "Minimum best-minus-worst score for a DPO pair.", ge=0)
+    rule: SelectionRule = _f("argmax", "'argmax' (the best per prompt), 'top_k' (the selection.top_k "
+                             "best distinct completions per prompt) or 'random' (a seeded random "
+                             "distinct completion per prompt: the baseline).")
+    top_k: int = _f(2, "Rule 'top_k': distinct completions kept per prompt.", ge=1)
+    percentile: float | None = _f(None, "Keep only prompts whose best score is in the top this "
+                                  "percent of the round's best scores (ties at the cut kept).",
+                                  gt=0, le=100)
+    rising_percentile_step: float = _f(0.0, "ReST: the kept percentile shrinks by this many points "
+                                       "per round after the first (round rN: minus step * (N-1)).",
+                                       ge=0)
+    min_percentile: float = _f(10.0, "Floor of the rising percentile.", gt=0, le=100)
+    normalize: Normalize = _f("none", "'prompt': z-score each prompt's scores among its candidates "
+                              "before ranking, percentile and threshold.")
+    length_penalty: float = _f(0.0, "Rank by score minus this * completion length in characters "
+                               "(after normalisation).", ge=0)
+    best_ever: bool = _f(False, "Earlier rounds' kept rows, rescored by this round's preference "
+                         "model, compete with this round's samples; every prompt seen keeps its best.")
 
 
 @dataclass

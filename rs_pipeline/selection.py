@@ -34,8 +34,11 @@ def selection_scores(reward: pd.Series, verifier: pd.Series, selector: str,
 
 
 def _ranked(scores: pd.DataFrame) -> pd.DataFrame:
-    """One row per distinct (prompt_id, completion), best first within each prompt."""
-    dedup = scores.sort_values(["prompt_id", "sample_index"], kind="stable").drop_duplicates(
+    """One row per distinct (prompt_id, completion), best first within each prompt (a duplicate
+    is its earliest round's lowest sample; score ties go to it too)."""
+    order = ["prompt_id", "round", "sample_index"] if "round" in scores else ["prompt_id",
+                                                                             "sample_index"]
+    dedup = scores.sort_values(order, kind="stable").drop_duplicates(
         ["prompt_id", "completion"], keep="first"
     )
     return dedup.sort_values(

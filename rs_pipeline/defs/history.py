@@ -42,3 +42,10 @@ def earlier_labels(instance: dg.DagsterInstance, store: AssetStore, round_key: s
     """Every earlier round's labelled pairs (for replay), oldest first."""
     return [store.read_table("preference_labels", k)
             for k in earlier_materialized(instance, "preference_labels", round_key)]
+
+
+def earlier_sft(instance: dg.DagsterInstance, store: AssetStore, round_key: str) -> list:
+    """Every earlier round's kept rows (the best-ever pool of ``selection.best_ever``), oldest
+    first."""
+    return [store.read_table("sft_dataset", k)
+            for k in earlier_materialized(instance, "sft_dataset", round_key)]
