@@ -226,6 +226,39 @@ class GateConfig:
 
 
 @dataclass
+class MonitorsConfig:
+    """Collapse and reward-hacking monitors (checks on round_eval, metrics ``monitor/<name>``);
+    a monitor whose value is not measured (no verifier, no held-out pairs, constant lengths)
+    passes."""
+
+    min_distinct_share: float = _f(0.15, "Distinct completions per prompt, as a share of N "
+                                   "(mean over prompts), at least this.", ge=0, le=1)
+    min_distinct_1: float = _f(0.0, "Distinct words over all completions / all words (whitespace "
+                               "split), at least this.", ge=0, le=1)
+    min_distinct_2: float = _f(0.0, "Distinct word bigrams over all completions / all bigrams, at "
+                               "least this.", ge=0, le=1)
+    max_all_same_share: float = _f(0.9, "Share of prompts whose N samples are all the same, at "
+                                   "most this.", ge=0, le=1)
+    max_length_reward_corr: float = _f(0.5, "Pearson correlation of completion length "
+                                       "(characters) and reward, at most this.", ge=-1, le=1)
+    max_wrong_pick_share: float = _f(0.5, "Verifier tasks: share of prompts with a right "
+                                     "completion whose highest-reward completion is wrong, at "
+                                     "most this.", ge=0, le=1)
+    min_reward_verifier_rank_corr: float = _f(0.0, "Verifier tasks: Spearman correlation of reward "
+                                              "and verifier score over all completions, at least "
+                                              "this.", ge=-1, le=1)
+    max_kl: float = _f(50.0, "KL(candidate || base policy) in nats per completion, estimated on "
+                       "monitors.kl_samples completions sampled from the candidate, at most this.")
+    kl_samples: int = _f(256, "Completions (seeded draw of the round's prompts) the KL estimate "
+                         "samples and scores; 0: not measured.", ge=0)
+    max_ece: float = _f(0.2, "Expected calibration error of sigmoid(r_a - r_b) against the round's "
+                        "held-out labels, at most this.", ge=0, le=1)
+    ece_bins: int = _f(5, "Equal-width probability bins of the calibration error.", ge=1)
+    blocking: str = _f("", "Comma-separated monitor names whose failure refuses promotion "
+                       "(severity ERROR); the others only warn. Empty: none blocking.")
+
+
+@dataclass
 class StorageConfig:
     """Where tables, checkpoints and MLflow records live."""
 
@@ -276,6 +309,7 @@ class PipelineConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    monitors: MonitorsConfig = field(default_factory=MonitorsConfig)
     inputs: InputsConfig = field(default_factory=InputsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)

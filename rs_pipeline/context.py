@@ -24,6 +24,7 @@ from rs_pipeline.errors import InputError
 from rs_pipeline.gate import judge_setting_problems
 from rs_pipeline.generation import SamplingParams
 from rs_pipeline.modeling import load_policy, load_preference, load_tokenizer
+from rs_pipeline.monitors import blocking_names
 from rs_pipeline.resume import Resume, step_key
 from rs_pipeline.storage import AssetStore
 from rs_pipeline.tasks import Task, get_task, task_code_version
@@ -174,6 +175,10 @@ def check_settings(cfg: PipelineConfig) -> list[str]:
             resolve_python(cfg.generation.vllm_python)
         except InputError as exc:
             problems.append(str(exc))
+    try:
+        blocking_names(cfg.monitors)
+    except InputError as exc:
+        problems.append(str(exc))
     if cfg.annotator.kind == "file" and not cfg.annotator.path:
         problems.append("setting annotator.path is required when annotator.kind is 'file'")
     if cfg.annotator.kind in ("file", "human") and not cfg.preference.seed_labels_path:

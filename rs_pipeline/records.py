@@ -184,6 +184,33 @@ class Promotion:
 
 
 #: The record type each JSON asset holds.
+@dataclass(frozen=True)
+class MonitorValue:
+    """One monitor of a round: its value (None: not measured), its threshold and whether it
+    passed; ``blocking``: a failure refuses promotion."""
+
+    name: str
+    value: float | None
+    bound: Literal["min", "max"]
+    threshold: float
+    passed: bool
+    blocking: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class MonitorReport:
+    """A round's collapse and reward-hacking monitors (``rs_pipeline.monitors``)."""
+
+    round: str
+    monitors: list[MonitorValue]
+    #: How many completions the KL estimate sampled and scored (0: not measured).
+    kl_samples: int = 0
+
+    def failed_blocking(self) -> list[MonitorValue]:
+        return [m for m in self.monitors if m.blocking and not m.passed]
+
+
 RECORD_TYPES: dict[str, type] = {
     "base_policy": PolicyCheckpoint,
     "seed_preference_model": PreferenceCheckpoint,
@@ -192,6 +219,7 @@ RECORD_TYPES: dict[str, type] = {
     "policy_checkpoint": PolicyCheckpoint,
     "round_eval": RoundEvaluation,
     "promotion": Promotion,
+    "round_monitors": MonitorReport,
 }
 
 
@@ -214,6 +242,8 @@ def _value(hint: Any, value: Any) -> Any:
         return None
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return from_dict(hint, value)
+    if typing.get_origin(hint) is list and typing.get_args(hint):
+        return [_value(typing.get_args(hint)[0], v) for v in value]
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(inner) == 1:

@@ -127,7 +127,8 @@ def test_an_exact_match_hook_refuses_a_round_the_preference_model_liked(
     cell = d.summary()
     assert cell == f"hook {f'{d.candidate:.3f}'.lstrip('0')}/{f'{d.champion:.3f}'.lstrip('0')}"
     assert cell in table and "-/-" not in table
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()
+              if not e.check_name.startswith("monitor_")}  # monitors: tests/test_monitors.py
     assert checks == {"no_regression_vs_champion": False, "no_reward_hacking": True,
                       "preference_model_pair_accuracy": True}
     mat = dg.DagsterInstance.get().get_latest_materialization_event(dg.AssetKey("round_eval"))

@@ -16,7 +16,7 @@ from rs_pipeline.storage import AssetStore
 from tests.conftest import PROMOTE_ALL, make_home
 
 ROUND_ASSETS_AFTER_LABELS = ("preference_model", "scores", "sft_dataset", "dpo_pairs",
-                             "policy_checkpoint", "round_eval", "promotion")
+                             "policy_checkpoint", "round_monitors", "round_eval", "promotion")
 
 
 def _seed_file(path):

@@ -127,8 +127,8 @@ def test_refused_round_keeps_the_champion_and_its_reason(tiny_home):
     assert ev.decision.promoted is False and "regression" in ev.decision.reason
     assert round_row(store, key).state == "refused"
     assert not store.exists("promotion", key, "json")
-    checks = {e.check_name: e.passed
-              for e in result.get_asset_check_evaluations()}
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()
+              if not e.check_name.startswith("monitor_")}  # monitors: tests/test_monitors.py
     assert checks == {"no_regression_vs_champion": False, "no_reward_hacking": True,
                       "preference_model_pair_accuracy": True}
     assert ev.decision.judge == "verifier" and ev.decision.pair_acc_floor.bar == 0.0

@@ -27,7 +27,7 @@ TRIGGER_TAG = "rs_pipeline/trigger"
 RESUMED_BY = "labels"  # the trigger tag of a run the sensor started
 #: what a resumed round runs: the labels and everything after them
 LABELS_ONWARD = ("preference_labels", "preference_model", "scores", "sft_dataset", "dpo_pairs",
-                 "policy_checkpoint", "round_eval", "promotion")
+                 "policy_checkpoint", "round_monitors", "round_eval", "promotion")
 
 
 def pause(context: dg.AssetExecutionContext, mlflow, state: RequestState) -> None:

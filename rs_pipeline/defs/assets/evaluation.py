@@ -3,6 +3,7 @@
 import dagster as dg
 import pyarrow as pa
 
+from rs_pipeline.defs.assets.monitors import monitor_check_results, monitor_check_specs
 from rs_pipeline.defs.history import preference_before
 from rs_pipeline.defs.metadata import numeric, output, picture
 from rs_pipeline.defs.mlflow_resource import MlflowResource
@@ -14,6 +15,7 @@ from rs_pipeline.history import history_frame, read_history
 from rs_pipeline.ids import file_version, round_number
 from rs_pipeline.records import (
     ChampionChoice,
+    MonitorReport,
     PolicyCheckpoint,
     PreferenceCheckpoint,
     Promotion,
@@ -21,6 +23,7 @@ from rs_pipeline.records import (
 )
 from rs_pipeline.report import accuracy_figure
 from rs_pipeline.steps import evaluation
+from rs_pipeline.steps.monitors import refuse_for_monitors
 
 ROUND = "round"
 GATE_CHECK, HACKING_CHECK = "no_regression_vs_champion", "no_reward_hacking"
@@ -58,13 +61,15 @@ def gate_inputs(instance: dg.DagsterInstance, ctx, key: str) -> tuple[dict, dict
                           description="The round's preference model's held-out pair accuracy "
                                       "is at least gate.min_pair_acc and, with gate.pairs_path, "
                                       "not below the previous model's on that set."),
+        *monitor_check_specs("round_eval"),
     ],
 )
 def round_eval(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                mlflow: MlflowResource, policy_checkpoint: PolicyCheckpoint,
                sampling_policy: ChampionChoice, preference_model: PreferenceCheckpoint,
-               eval_prompts: pa.Table):
-    """Candidate vs champion on held-out prompts; the gate's decision is recorded either way."""
+               eval_prompts: pa.Table, round_monitors: MonitorReport):
+    """Candidate vs champion on held-out prompts; the gate's decision is recorded either way.
+    A failing blocking monitor (``monitors.blocking``) refuses promotion too."""
     ctx, key, champion = pipeline.ctx, context.partition_key, sampling_policy.checkpoint
     inputs, extra = gate_inputs(context.instance, ctx, key)
     ev, metrics, reused = run_step(
@@ -73,6 +78,7 @@ def round_eval(context: dg.AssetExecutionContext, pipeline: PipelineResource,
          "eval_prompts": eval_prompts, **inputs},
         lambda r: evaluation.evaluate_round(ctx, policy_checkpoint, champion, preference_model,
                                             eval_prompts, key, **extra))
+    ev, metrics = refuse_for_monitors(ev, metrics, round_monitors)
     d = ev.decision
     history = history_frame(read_history(ctx.store, current=ev))
     yield output(context, mlflow, ev, metrics, decision=d.reason, policy_id=ev.candidate_id,
@@ -104,6 +110,7 @@ def round_eval(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                           "champion_mean_reward": champ.mean_reward,
                           "candidate_sample_acc": cand.sample_acc,
                           "champion_sample_acc": champ.sample_acc}))
+    yield from monitor_check_results(round_monitors)
 
 
 @dg.asset(partitions_def=ROUNDS, group_name=ROUND)
