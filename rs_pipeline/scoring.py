@@ -38,6 +38,8 @@ ENABLED = True
 STATS: Counter = Counter()
 _MODELS_KEPT = 4  # cache the scores of the last few model ids only
 _CACHE: OrderedDict[str, dict[tuple[str, str], torch.Tensor]] = OrderedDict()
+#: With ``ENABLED = False``: every (model id, prompt, completion) scored, to count repeats.
+_SEEN: set = set()
 
 
 def reset_stats() -> None:
@@ -46,6 +48,7 @@ def reset_stats() -> None:
 
 def clear_cache() -> None:
     _CACHE.clear()
+    _SEEN.clear()
 
 
 def _forward(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -80,6 +83,13 @@ def score_heads(model, tokenizer, prompts: Sequence[str], completions: Sequence[
     """Every head's reward of each (prompt, completion): rows x heads (see the module doc)."""
     model.eval()
     if not ENABLED:
+        # the plain path, counting rows this model scored before ("repeats"; in-call repeats
+        # too when the model has no id)
+        owner = model_id or object()
+        keys = [(owner, p, c) for p, c in zip(prompts, completions)]
+        for k in keys:
+            STATS["repeats"] += k in _SEEN
+            _SEEN.add(k)
         return plain_heads(model, tokenizer, prompts, completions, batch_size)
     keys = list(zip(prompts, completions))
     cache = _CACHE.setdefault(model_id, {}) if model_id else {}
