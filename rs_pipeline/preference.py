@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from rs_pipeline import scoring
 from rs_pipeline.ids import derive_seed
 from rs_pipeline.pairs import LabelledPair
 from rs_pipeline.preference_inputs import context_length, encode, pad_rows
@@ -117,12 +116,15 @@ def train_preference(model, tokenizer, pairs: Sequence[LabelledPair], *, epochs:
                        epochs=epochs, **checkpointing)
 
 
+@torch.no_grad()
 def score_heads(model, tokenizer, prompts: Sequence[str], completions: Sequence[str],
-                batch_size: int = 1024, model_id: str | None = None) -> torch.Tensor:
-    """Every head's reward of each (prompt, completion): rows x heads. Each distinct row once
-    (once per process with ``model_id``), length-sorted batches, a shared prompt prefix on
-    decoders: ``rs_pipeline.scoring``."""
-    return scoring.score_heads(model, tokenizer, prompts, completions, batch_size, model_id)
+                batch_size: int = 1024) -> torch.Tensor:
+    """Every head's reward of each (prompt, completion): rows x heads."""
+    model.eval()
+    rows = _encode(model, tokenizer, prompts, completions)
+    out = [head_rewards(model, pad_rows(rows[i : i + batch_size], tokenizer.pad_token_id))
+           for i in range(0, len(rows), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, model.config.num_labels)
 
 
 def mean_and_spread(heads: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -134,20 +136,17 @@ def mean_and_spread(heads: torch.Tensor) -> tuple[list[float], list[float]]:
 
 
 def score(model, tokenizer, prompts: Sequence[str], completions: Sequence[str],
-          batch_size: int = 1024, model_id: str | None = None) -> list[float]:
+          batch_size: int = 1024) -> list[float]:
     """The reward of each (prompt, completion) (the heads' mean for an ensemble)."""
-    return mean_and_spread(score_heads(model, tokenizer, prompts, completions, batch_size,
-                                       model_id))[0]
+    return mean_and_spread(score_heads(model, tokenizer, prompts, completions, batch_size))[0]
 
 
-def pair_accuracy(model, tokenizer, pairs: Sequence[LabelledPair],
-                  model_id: str | None = None) -> float | None:
+def pair_accuracy(model, tokenizer, pairs: Sequence[LabelledPair]) -> float | None:
     """Share of decided pairs (hp != 0.5) whose reward order matches the label; None if none."""
     decided = [p for p in pairs if p[3] != 0.5]
     if not decided:
         return None
     prompts = [p[0] for p in decided]
-    rewards = score(model, tokenizer, prompts + prompts,
-                    [p[1] for p in decided] + [p[2] for p in decided], model_id=model_id)
-    ra, rb = rewards[:len(decided)], rewards[len(decided):]
+    ra = score(model, tokenizer, prompts, [p[1] for p in decided])
+    rb = score(model, tokenizer, prompts, [p[2] for p in decided])
     return sum((a > b) == (p[3] > 0.5) for a, b, p in zip(ra, rb, decided)) / len(decided)

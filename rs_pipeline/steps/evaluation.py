@@ -3,21 +3,11 @@ gate's decision, and the promotion record."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import posixpath
-
 import pyarrow as pa
 
-from rs_pipeline import scoring
 from rs_pipeline.annotators import hps
 from rs_pipeline.context import RunContext
-from rs_pipeline.evaluation import (
-    completion_metrics,
-    gate_decision,
-    greedy_completions,
-    policy_completions,
-)
+from rs_pipeline.evaluation import evaluate_policy, gate_decision, greedy_completions
 from rs_pipeline.gate import (
     JudgeComparison,
     choose_judge,
@@ -27,7 +17,6 @@ from rs_pipeline.gate import (
     pairs_set_check,
     win_rate,
 )
-from rs_pipeline.ids import config_hash
 from rs_pipeline.inputs import check_judgements_file
 from rs_pipeline.modeling import load_preference, weights_id
 from rs_pipeline.preference import pair_accuracy, score
@@ -63,16 +52,21 @@ def evaluate_round(ctx: RunContext, candidate: PolicyCheckpoint, champion: Polic
     rm, rtok = ctx.load_preference(reward_model)
 
     def reward_fn(prompts, completions):
-        return score(rm, rtok, prompts, completions, model_id=reward_model.id)
+        return score(rm, rtok, prompts, completions)
 
     sets = {name: split_prompts(eval_prompts, name) for name in ("eval", "gate")}
     results, greedy = {}, {}
+    chat = cfg.policy.chat_template
     for who, rec in (("candidate", candidate), ("champion", champion)):
-        done = eval_completions(ctx, rec, sets)
-        greedy[who] = done["gate"]["greedy"]
+        model, tok = ctx.load_policy(rec)
+        greedy[who] = greedy_completions(model, tok, sets["gate"], ctx.sampling.max_new_tokens,
+                                         cfg.generation.batch_prompts, chat)
         results[who] = PolicyEvaluation(
-            eval=completion_metrics(ctx.task, sets["eval"], done["eval"], reward_fn),
-            gate=completion_metrics(ctx.task, sets["gate"], done["gate"], reward_fn))
+            eval=evaluate_policy(model, tok, ctx.task, sets["eval"], ctx.sampling, reward_fn,
+                                 cfg.seed, cfg.generation.batch_prompts, chat_template=chat),
+            gate=evaluate_policy(model, tok, ctx.task, sets["gate"], ctx.sampling, reward_fn,
+                                 cfg.seed, cfg.generation.batch_prompts, sampled=False,
+                                 chat_template=chat, greedy=greedy[who]))
     cand, champ = results["candidate"], results["champion"]
     comparison = judge_round(ctx, sets["gate"], greedy["candidate"], greedy["champion"], cand.gate,
                              champ.gate, seed_reward_model, round_key)
@@ -93,32 +87,6 @@ def evaluate_round(ctx: RunContext, candidate: PolicyCheckpoint, champion: Polic
                     "gate/reward_hacking": int(decision.reward_hacking),
                     **gate_metrics(decision)})
     return evaluation, metrics
-
-
-def eval_completions(ctx: RunContext, policy: PolicyCheckpoint,
-                     sets: dict[str, list[str]]) -> dict[str, dict]:
-    """The policy's decoded eval-split samples and greedy completions and gate-split greedy
-    completions. Decoded once per (policy, prompts, sampling, seed, layout): a champion was the
-    candidate (or champion) of an earlier round's ``round_eval``, which stored them, so its
-    evaluation reuses them and only the reward means are recomputed, with this round's
-    preference model (``scoring.ENABLED = False``: decoded every time, as before)."""
-    cfg = ctx.settings
-    chat, batch = cfg.policy.chat_template, cfg.generation.batch_prompts
-    key = config_hash([policy.id, sets, dataclasses.asdict(ctx.sampling), cfg.seed, batch, chat,
-                       "eval_completions/1"])
-    path = posixpath.join(ctx.store.root, "eval_completions", f"{key}.json")
-    if scoring.ENABLED and ctx.store.fs.exists(path):
-        with ctx.store.fs.open(path, "rb") as fh:
-            return json.loads(fh.read())
-    model, tok = ctx.load_policy(policy)
-    gate = greedy_completions(model, tok, sets["gate"], ctx.sampling.max_new_tokens, batch, chat)
-    done = {"eval": policy_completions(model, tok, sets["eval"], ctx.sampling, cfg.seed, batch,
-                                       chat_template=chat),
-            "gate": policy_completions(model, tok, sets["gate"], ctx.sampling, cfg.seed, batch,
-                                       sampled=False, chat_template=chat, greedy=gate)}
-    data = json.dumps(done).encode()
-    ctx.store.atomic_write(path, lambda fh: fh.write(data))
-    return done
 
 
 def gate_metrics(d: GateDecision) -> dict:
@@ -158,17 +126,15 @@ def judge_round(ctx: RunContext, prompts: list[str], cand: list[str], champ: lis
     if kind in ("reward_model", "seed_preference"):
         if kind == "reward_model":
             model, tok = load_preference(g.reward_model_path)
-            judge_id = None  # a folder that may change between rounds: never cached
+            judge_id = weights_id(model, "rm")
         else:
             if seed_reward_model is None:
                 raise ValueError("the gate fell back to the seed preference model, but none was "
                                  "given")
             model, tok = ctx.load_preference(seed_reward_model)
             judge_id = seed_reward_model.id
-        return JudgeComparison(
-            kind, "greedy_mean_reward", mean(score(model, tok, prompts, cand, model_id=judge_id)),
-            mean(score(model, tok, prompts, champ, model_id=judge_id)),
-            judge_id or weights_id(model, "rm"), note)
+        return JudgeComparison(kind, "greedy_mean_reward", mean(score(model, tok, prompts, cand)),
+                               mean(score(model, tok, prompts, champ)), judge_id, note)
     annotator = ctx.annotator
     asked = [(p, a, b) for p, a, b in zip(prompts, cand, champ) if a != b]
     labels = annotator.label(asked, salt=f"gate-{round_key}") if asked else []
@@ -187,11 +153,11 @@ def _pairs_set(ctx: RunContext, loaded, reward_model: PreferenceCheckpoint,
     """The round's preference model against the previous one on ``gate.pairs_path``."""
     rows = check_judgements_file(ctx.settings.gate.pairs_path, ctx.settings.inputs.quarantine).rows
     pairs = [(r["prompt"], r["completion_a"], r["completion_b"], r["hp"]) for r in rows]
-    value = pair_accuracy(*loaded, pairs, reward_model.id)
+    value = pair_accuracy(*loaded, pairs)
     if previous is None or previous.id == reward_model.id:
         reference = value  # the round kept its previous model
     else:
-        reference = pair_accuracy(*ctx.load_preference(previous), pairs, previous.id)
+        reference = pair_accuracy(*ctx.load_preference(previous), pairs)
     return pairs_set_check(value, reference, ctx.settings.gate.tolerance)
 
 

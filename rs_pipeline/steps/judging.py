@@ -49,8 +49,7 @@ def train_seed_preference(ctx: RunContext, base: PolicyCheckpoint, seed_table: p
         record = PreferenceCheckpoint(
             id=model_id, path=path, policy_init_id=base.id,
             labels_version=table_version(seed_table), train_pairs=len(train),
-            train_loss=metrics["train_loss"], pair_acc=pair_accuracy(model, tok, held, model_id),
-            lora=lora)
+            train_loss=metrics["train_loss"], pair_acc=pair_accuracy(model, tok, held), lora=lora)
         ctx.checkpoints.remember("preference", key, record)
     return record, {"seed_pref/pair_acc": record.pair_acc,
                     "seed_pref/train_loss": record.train_loss}
@@ -129,7 +128,7 @@ def _prior(ctx: RunContext, generations: pa.Table, previous: PreferenceCheckpoin
         return {}
     model, tok = ctx.load_preference(previous)
     heads = score_heads(model, tok, generations.column("prompt").to_pylist(),
-                        generations.column("completion").to_pylist(), model_id=previous.id)
+                        generations.column("completion").to_pylist())
     if pc.pair_strategy == "active":
         return {"head_scores": heads.tolist(), "active_top_k": pc.active_top_k,
                 "penalty": penalty}
@@ -211,11 +210,10 @@ def refresh_preference(ctx: RunContext, labels: pa.Table, previous: PreferenceCh
     model, tok = ctx.load_preference(previous)
     model, metrics, lora = _train(model, tok, train + replay, pc, resume, epochs=pc.epochs,
                                   lr=pc.learning_rate, seed=cfg.seed)
-    model_id, path = ctx.checkpoints.save(model, tok, "preference", "rm")
-    # by the saved id: the verifier's pairs are the same rows, and ``scores`` meets them again
-    acc = pair_accuracy(model, tok, held, model_id)
-    acc_true = (pair_accuracy(model, tok, _verifier_pairs(ctx.task, held), model_id)
+    acc = pair_accuracy(model, tok, held)
+    acc_true = (pair_accuracy(model, tok, _verifier_pairs(ctx.task, held))
                 if ctx.task.has_verifier else None)
+    model_id, path = ctx.checkpoints.save(model, tok, "preference", "rm")
     record = PreferenceCheckpoint(
         id=model_id, path=path, round=round_key, parent_id=previous.id,
         labels_version=table_version(labels), train_pairs=len(train), replay_pairs=len(replay),
@@ -236,8 +234,7 @@ def score_generations(ctx: RunContext, generations: pa.Table, reward_model: Pref
     def compute(first: int, last: int) -> pa.Table:
         rows = generations.slice(starts[first], starts[last] - starts[first]).to_pydict()
         rewards, spread = (mean_and_spread(score_heads(*model(), rows["prompt"],
-                                                       rows["completion"],
-                                                       model_id=reward_model.id))
+                                                       rows["completion"]))
                            if rows["prompt"] else ([], []))
         verifier = ([task.verify(p, c) for p, c in zip(rows["prompt"], rows["completion"])]
                     if task.has_verifier else [None] * len(rewards))
