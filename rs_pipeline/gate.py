@@ -207,12 +207,3 @@ def pairs_set_check(value: float | None, previous: float | None,
                             note="not applied: the pair set holds no decided pairs")
     bar = previous - tolerance
     return PairAccCheck("pairs_set", value, bar, value >= bar, previous)
-
-
-def folder_version(path: str) -> str:
-    """A cheap version of a model folder (file names, sizes, modification times): replacing the
-    held-back reward model is new gate work."""
-    folder = Path(path)
-    entries = sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
-                     for p in folder.rglob("*") if p.is_file())
-    return hashlib.sha256(repr(entries).encode()).hexdigest()[:16]

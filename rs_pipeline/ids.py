@@ -7,6 +7,7 @@ import json
 import random
 import re
 import unicodedata
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -43,6 +44,15 @@ def file_version(path) -> str:
     """Content version of a file: a hash of its bytes."""
     with open(path, "rb") as f:
         return _digest(f.read(), 12)
+
+
+def folder_version(path: str) -> str:
+    """A cheap version of a model folder (file names, sizes, modification times): replacing the
+    held-back reward model is new gate work."""
+    folder = Path(path)
+    entries = sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                     for p in folder.rglob("*") if p.is_file())
+    return hashlib.sha256(repr(entries).encode()).hexdigest()[:16]
 
 
 def derive_seed(*parts: object) -> int:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import GPT2ForSequenceClassification
 
-from rs_pipeline.annotators import Label, MixedAnnotator, make_annotator
+from rs_pipeline.annotators import Label, MixedAnnotator, annotator_version, make_annotator
 from rs_pipeline.annotators.judge import answer_ids
 from rs_pipeline.annotators.mixed import parse_mix
 from rs_pipeline.config import AnnotatorConfig, config_from_dict, merge
@@ -105,6 +105,28 @@ def test_reward_model_folder_must_be_a_one_output_classifier(judge_folder, tmp_p
 
 
 # --- judge ----------------------------------------------------------------------------------
+
+def test_the_annotator_version_follows_the_files_a_labelling_step_reads(reward_folder, tmp_path):
+    """A labelling step is redone when its reward model, judge or template changes, not when
+    an unused setting does."""
+    folder = tmp_path / "rm"
+    shutil.copytree(reward_folder, folder)
+    template = tmp_path / "judge.txt"
+    template.write_text("{prompt} A: {a} B: {b}")
+    rm = AnnotatorConfig(kind="reward_model", reward_model_path=str(folder),
+                         judge_template=str(template))
+    first = annotator_version(rm)
+    assert annotator_version(rm) == first
+    template.write_text("{prompt} 1: {a} 2: {b}")  # not read by a reward_model annotator
+    assert annotator_version(rm) == first
+    (folder / "config.json").write_text((folder / "config.json").read_text() + " ")
+    assert annotator_version(rm) != first
+    judge = AnnotatorConfig(kind="judge", judge_path=str(folder), judge_template=str(template))
+    before = annotator_version(judge)
+    template.write_text("{prompt} first: {a} second: {b}")
+    assert annotator_version(judge) != before
+    assert annotator_version(AnnotatorConfig()) == annotator_version(AnnotatorConfig(label_noise=0.2))
+
 
 def test_judge_removes_position_bias(judge_folder):
     ann = make_annotator(AnnotatorConfig(kind="judge", judge_path=str(judge_folder)),

@@ -19,10 +19,11 @@ from rs_pipeline.annotators.reward_model import RewardModelAnnotator
 from rs_pipeline.annotators.simulated import SimulatedAnnotator
 from rs_pipeline.config import AnnotatorConfig
 from rs_pipeline.errors import InputError
+from rs_pipeline.ids import config_hash, file_version, folder_version
 from rs_pipeline.tasks.base import Task
 
 __all__ = ["Annotator", "FileAnnotator", "HumanAnnotator", "JudgeAnnotator", "Label",
-           "MixedAnnotator", "Pair", "RewardModelAnnotator", "SimulatedAnnotator", "hps",
+           "MixedAnnotator", "Pair", "RewardModelAnnotator", "SimulatedAnnotator", "annotator_version", "hps",
            "kinds_in_use", "label_columns", "make_annotator", "model_problems"]
 
 
@@ -58,6 +59,21 @@ def make_annotator(settings: AnnotatorConfig, task: Task, seed: int,
                                for name, weight in parse_mix(settings.mix)])
     raise InputError(f"setting annotator.kind: unknown kind {kind!r} (known: simulated, file, "
                      "reward_model, judge, mixed)")
+
+
+def annotator_version(settings: AnnotatorConfig) -> str:
+    """A version of what the annotators in use read besides the pairs (a labels file, a reward
+    model or judge folder, a judge template): a labelling step is redone when it changes."""
+    try:
+        kinds = kinds_in_use(settings.kind, settings.mix)
+    except InputError:
+        return ""
+    parts = {"file": settings.path and file_version(settings.path),
+             "reward_model": settings.reward_model_path and folder_version(
+                 settings.reward_model_path),
+             "judge": settings.judge_path and [folder_version(settings.judge_path), (
+                 settings.judge_template and file_version(settings.judge_template))]}
+    return config_hash([[k, parts[k]] for k in sorted(kinds) if k in parts])
 
 
 def model_problems(settings: AnnotatorConfig) -> list[str]:

@@ -10,9 +10,9 @@ from rs_pipeline.defs.mlflow_resource import MlflowResource
 from rs_pipeline.defs.partitions import ROUNDS
 from rs_pipeline.defs.resources import PipelineResource
 from rs_pipeline.defs.reuse import run_step
-from rs_pipeline.gate import choose_judge, folder_version, hook_code_version
+from rs_pipeline.gate import choose_judge, hook_code_version
 from rs_pipeline.history import history_frame, read_history
-from rs_pipeline.ids import file_version, round_number
+from rs_pipeline.ids import file_version, folder_version, round_number
 from rs_pipeline.records import (
     ChampionChoice,
     MonitorReport,

@@ -3,6 +3,7 @@
 import dagster as dg
 import pyarrow as pa
 
+from rs_pipeline.annotators import annotator_version
 from rs_pipeline.annotators.human import RequestState
 from rs_pipeline.defs.history import earlier_labels, preference_before
 from rs_pipeline.defs.labelling import pause
@@ -37,7 +38,9 @@ def preference_labels(context: dg.AssetExecutionContext, pipeline: PipelineResou
         yield output(context, mlflow, table, _spent(table), **stats)
         return
     table, stats, reused = run_step(
-        context, pipeline, "preference_labels", {"generations": generations, "previous": previous},
+        context, pipeline, "preference_labels",
+        {"generations": generations, "previous": previous,
+         "annotator": annotator_version(ctx.settings.annotator)},
         lambda r: judging.label_pairs(ctx, generations, previous, key))
     yield output(context, mlflow, table, _spent(table), reused=reused, **stats)
 
