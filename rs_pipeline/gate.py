@@ -67,13 +67,25 @@ def choose_judge(settings: PipelineConfig, task: Task) -> JudgeChoice:
         return JudgeChoice("hook", "auto: no verifier; gate.hook is set")
     if g.reward_model_path:
         return JudgeChoice("reward_model", "auto: no verifier; gate.reward_model_path is set")
-    if settings.annotator.kind in MODEL_ANNOTATORS:
+    if _model_annotator(settings):
         return JudgeChoice("annotator", f"auto: no verifier; annotator.kind is "
                                         f"{settings.annotator.kind!r}")
     return JudgeChoice("seed_preference", (
         f"auto: task {task.name!r} has no verifier and none of gate.hook, "
         "gate.reward_model_path or a model annotator is set: fell back to the seed preference "
         "model (trained before any round, never refreshed)"))
+
+
+def _model_annotator(settings: PipelineConfig) -> bool:
+    """Whether the annotator labels fresh pairs on the spot: a reward model, a judge, or a mix
+    of only those (a file or a person cannot)."""
+    from rs_pipeline.annotators.mixed import kinds_in_use
+
+    try:
+        return set(kinds_in_use(settings.annotator.kind, settings.annotator.mix)) <= set(
+            MODEL_ANNOTATORS)
+    except InputError:
+        return False
 
 
 def judge_setting_problems(settings: PipelineConfig, task: Task) -> list[str]:

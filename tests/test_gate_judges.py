@@ -213,6 +213,11 @@ def test_auto_takes_verifier_then_hook_then_reward_model_then_annotator_then_the
         _settings(prompts_file), annotator=dataclasses.replace(
             _settings(prompts_file).annotator, kind="judge"))
     assert choose_judge(model_annotator, plain).kind == "annotator"
+    for mix, kind in (("reward_model=0.5,judge=0.5", "annotator"),
+                      ("file=0.5,judge=0.5", "seed_preference")):
+        mixed = dataclasses.replace(model_annotator, annotator=dataclasses.replace(
+            model_annotator.annotator, kind="mixed", mix=mix))
+        assert choose_judge(mixed, plain).kind == kind, mix
     fallback = choose_judge(_settings(prompts_file), plain)  # a file annotator cannot judge
     assert fallback.kind == "seed_preference" and "fell back to the seed preference model" in \
         fallback.note
