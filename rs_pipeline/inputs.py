@@ -88,13 +88,15 @@ def _row(r: dict, i: int) -> int:
     return r.get("__row", i)
 
 
-def _text(check: FileCheck, r: dict, i: int, column: str) -> str | None:
+def _text(check: FileCheck, r: dict, i: int, column: str, empty_ok: bool = False) -> str | None:
+    """A text cell; an empty one is a problem unless ``empty_ok`` (a completion may be empty: a
+    policy can answer nothing, and that answer can be judged)."""
     value = r.get(column)
     if value is None:
         check.problem(_row(r, i), column, "missing value")
     elif not isinstance(value, str):
         check.problem(_row(r, i), column, f"expected text, got {type(value).__name__} {value!r:.40}")
-    elif not value.strip():
+    elif not value.strip() and not empty_ok:
         check.problem(_row(r, i), column, "empty text")
     else:
         return value
@@ -187,7 +189,8 @@ def check_judgements_file(path: str | Path, quarantine: str = "drop",
         return check
     seen: dict[tuple[str, str, str], int] = {}
     for i, r in enumerate(rows):
-        texts = [_text(check, r, i, c) for c in ("prompt", "completion_a", "completion_b")]
+        texts = [_text(check, r, i, "prompt"), *(_text(check, r, i, c, empty_ok=True)
+                                                  for c in ("completion_a", "completion_b"))]
         hp = _probability(check, r, i)
         if None in texts or hp is None:
             continue

@@ -75,3 +75,10 @@ def test_judgement_files_check_types_ranges_and_pairs(tmp_path):
     assert FileAnnotator(ok).quarantined == {"identical_pairs": 1}
     with pytest.raises(InputError, match="are identical"):
         FileAnnotator(ok, quarantine="refuse")
+    # a policy may answer nothing, and that answer can be judged; an empty prompt cannot
+    empty = tmp_path / "empty.jsonl"
+    _jsonl(empty, ['{"prompt": "p", "completion_a": "a", "completion_b": "", "hp": 1}',
+                   '{"prompt": " ", "completion_a": "a", "completion_b": "b", "hp": 1}'])
+    check = check_judgements_file(empty)
+    assert check.problems == [f"{empty}, row 1, column 'prompt': empty text"]
+    assert [(r["completion_b"], r["hp"]) for r in check.rows] == [("", 1.0)]
