@@ -40,16 +40,33 @@ def evaluate_policy(model, tokenizer, task: Task, prompts: Sequence[str], params
     (``chat_template``: the policy's chat template, see ``rs_pipeline.chat``). ``greedy``: the
     greedy completions when already decoded (``greedy_completions``).
     """
+    done = policy_completions(model, tokenizer, prompts, params, seed, batch_prompts, sampled,
+                              chat_template, greedy)
+    return completion_metrics(task, prompts, done, reward_fn)
+
+
+def policy_completions(model, tokenizer, prompts: Sequence[str], params: SamplingParams,
+                       seed: int, batch_prompts: int = 256, sampled: bool = True,
+                       chat_template: ChatMode = "auto",
+                       greedy: Sequence[str] | None = None) -> dict[str, list]:
+    """What ``evaluate_policy`` measures, decoded: ``greedy`` (one per prompt), ``samples`` and
+    ``prompt_index`` (N per prompt; the greedy ones with ``sampled=False``). Plain lists (JSON)."""
     if greedy is None:
         greedy = greedy_completions(model, tokenizer, prompts, params.max_new_tokens,
                                     batch_prompts, chat_template)
-    greedy = {"completion": list(greedy), "prompt_index": list(range(len(prompts)))}
     pids = [prompt_id(p) for p in prompts]
     samples = (sample_prompts(model, tokenizer, prompts, params,
                               lambda p, s: derive_seed(seed, "eval", pids[p], s), batch_prompts,
                               **prompt_kwargs(model, tokenizer, prompts, chat_template))
-               if sampled else greedy)
-    comps, idx = samples["completion"], samples["prompt_index"]
+               if sampled else {"completion": list(greedy), "prompt_index": list(range(len(prompts)))})
+    return {"greedy": list(greedy), "samples": list(samples["completion"]),
+            "prompt_index": [int(i) for i in samples["prompt_index"]]}
+
+
+def completion_metrics(task: Task, prompts: Sequence[str], done: dict[str, list],
+                       reward_fn: Scorer | None) -> PolicyMetrics:
+    """``evaluate_policy``'s metrics of decoded completions (``policy_completions``)."""
+    greedy, comps, idx = done["greedy"], done["samples"], done["prompt_index"]
     sample_prompts_text = [prompts[i] for i in idx]
     metrics: dict = {
         "n_prompts": len(prompts),
@@ -57,7 +74,7 @@ def evaluate_policy(model, tokenizer, task: Task, prompts: Sequence[str], params
         "mean_length": sum(len(c) for c in comps) / len(comps),
     }
     if task.has_verifier:
-        g = [task.verify(p, c) for p, c in zip(prompts, greedy["completion"])]
+        g = [task.verify(p, c) for p, c in zip(prompts, greedy)]
         s = [task.verify(p, c) for p, c in zip(sample_prompts_text, comps)]
         solved = {i for i, ok in zip(idx, s) if ok > 0}
         metrics.update(greedy_acc=sum(g) / len(g), sample_acc=sum(s) / len(s),
@@ -65,7 +82,7 @@ def evaluate_policy(model, tokenizer, task: Task, prompts: Sequence[str], params
     if reward_fn is not None:
         rewards = reward_fn(sample_prompts_text, comps)
         metrics["mean_reward"] = sum(rewards) / len(rewards)
-        greedy_rewards = reward_fn(list(prompts), greedy["completion"])
+        greedy_rewards = reward_fn(list(prompts), greedy)
         metrics["greedy_mean_reward"] = sum(greedy_rewards) / len(greedy_rewards)
     return PolicyMetrics(**metrics)
 

@@ -154,3 +154,29 @@ def test_sft_with_lora_records_it_and_saves_a_merged_plain_checkpoint(steps, tmp
     assert not (folder / "adapter_config.json").exists()
     model, _ = lora_ctx.load_policy(cand)  # a plain causal LM, verified against its content id
     assert type(model).__name__ == "GPT2LMHeadModel"
+
+
+def test_round_two_reuses_the_champions_decoded_evaluation(steps, monkeypatch):
+    """Round 2's champion is round 1's candidate: its completions are not decoded again (no
+    policy is loaded), and its metrics are round 1's candidate metrics (same reward model here).
+    Without the stored completions everything is decoded again, with the same numbers."""
+    from rs_pipeline.context import RunContext as Ctx
+
+    ctx, ev1 = steps["ctx"], steps["eval"]
+    loads = []
+    real_load = Ctx.load_policy
+    monkeypatch.setattr(Ctx, "load_policy",
+                        lambda self, rec: loads.append(rec.id) or real_load(self, rec))
+    ev2, _ = evaluation.evaluate_round(ctx, steps["base"], steps["cand"], steps["rm1"],
+                                       steps["held"], "r0002")
+    assert loads == []  # both policies were decoded in round 1
+    assert ev2.champion == ev1.candidate and ev2.candidate == ev1.champion
+    stored = f"{ctx.store.root}/eval_completions"
+    assert len(ctx.store.fs.ls(stored)) == 2  # one file per policy
+    ctx.store.fs.rm(stored, recursive=True)  # without them: decoded again
+    ev3, _ = evaluation.evaluate_round(ctx, steps["base"], steps["cand"], steps["rm1"],
+                                       steps["held"], "r0002")
+    assert sorted(loads) == sorted([steps["base"].id, steps["cand"].id])
+    assert ev3.champion.eval.sample_acc == ev2.champion.eval.sample_acc
+    assert ev3.champion.gate.greedy_acc == ev2.champion.gate.greedy_acc
+    assert ev3.champion.eval.mean_reward == pytest.approx(ev2.champion.eval.mean_reward, abs=1e-6)

@@ -3,11 +3,20 @@ gate's decision, and the promotion record."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import posixpath
+
 import pyarrow as pa
 
 from rs_pipeline.annotators import hps
 from rs_pipeline.context import RunContext
-from rs_pipeline.evaluation import evaluate_policy, gate_decision, greedy_completions
+from rs_pipeline.evaluation import (
+    completion_metrics,
+    gate_decision,
+    greedy_completions,
+    policy_completions,
+)
 from rs_pipeline.gate import (
     JudgeComparison,
     choose_judge,
@@ -17,6 +26,7 @@ from rs_pipeline.gate import (
     pairs_set_check,
     win_rate,
 )
+from rs_pipeline.ids import config_hash
 from rs_pipeline.inputs import check_judgements_file
 from rs_pipeline.modeling import load_preference, weights_id
 from rs_pipeline.preference import pair_accuracy, score
@@ -30,6 +40,7 @@ from rs_pipeline.records import (
     Promotion,
     RoundEvaluation,
 )
+from rs_pipeline.resume import code_version
 
 
 def split_prompts(eval_prompts: pa.Table, name: str) -> list[str]:
@@ -56,17 +67,12 @@ def evaluate_round(ctx: RunContext, candidate: PolicyCheckpoint, champion: Polic
 
     sets = {name: split_prompts(eval_prompts, name) for name in ("eval", "gate")}
     results, greedy = {}, {}
-    chat = cfg.policy.chat_template
     for who, rec in (("candidate", candidate), ("champion", champion)):
-        model, tok = ctx.load_policy(rec)
-        greedy[who] = greedy_completions(model, tok, sets["gate"], ctx.sampling.max_new_tokens,
-                                         cfg.generation.batch_prompts, chat)
+        done = eval_completions(ctx, rec, sets)
+        greedy[who] = done["gate"]["greedy"]
         results[who] = PolicyEvaluation(
-            eval=evaluate_policy(model, tok, ctx.task, sets["eval"], ctx.sampling, reward_fn,
-                                 cfg.seed, cfg.generation.batch_prompts, chat_template=chat),
-            gate=evaluate_policy(model, tok, ctx.task, sets["gate"], ctx.sampling, reward_fn,
-                                 cfg.seed, cfg.generation.batch_prompts, sampled=False,
-                                 chat_template=chat, greedy=greedy[who]))
+            eval=completion_metrics(ctx.task, sets["eval"], done["eval"], reward_fn),
+            gate=completion_metrics(ctx.task, sets["gate"], done["gate"], reward_fn))
     cand, champ = results["candidate"], results["champion"]
     comparison = judge_round(ctx, sets["gate"], greedy["candidate"], greedy["champion"], cand.gate,
                              champ.gate, seed_reward_model, round_key)
@@ -87,6 +93,32 @@ def evaluate_round(ctx: RunContext, candidate: PolicyCheckpoint, champion: Polic
                     "gate/reward_hacking": int(decision.reward_hacking),
                     **gate_metrics(decision)})
     return evaluation, metrics
+
+
+def eval_completions(ctx: RunContext, policy: PolicyCheckpoint,
+                     sets: dict[str, list[str]]) -> dict[str, dict]:
+    """The policy's decoded eval-split samples and greedy completions and gate-split greedy
+    completions, decoded once per (policy, prompts, sampling, seed, layout, code): a champion
+    was the candidate of an earlier round's ``round_eval``, which stored them, so its
+    evaluation is not decoded again (only the reward means are recomputed, with this round's
+    preference model). Stored as JSON under ``<storage>/eval_completions/``."""
+    cfg = ctx.settings
+    chat, batch = cfg.policy.chat_template, cfg.generation.batch_prompts
+    key = config_hash([policy.id, sets, dataclasses.asdict(ctx.sampling), cfg.seed, batch, chat,
+                       code_version()])
+    path = posixpath.join(ctx.store.root, "eval_completions", f"{key}.json")
+    if ctx.store.fs.exists(path):
+        with ctx.store.fs.open(path, "rb") as fh:
+            return json.loads(fh.read())
+    model, tok = ctx.load_policy(policy)
+    gate = greedy_completions(model, tok, sets["gate"], ctx.sampling.max_new_tokens, batch, chat)
+    done = {"eval": policy_completions(model, tok, sets["eval"], ctx.sampling, cfg.seed, batch,
+                                       chat_template=chat),
+            "gate": policy_completions(model, tok, sets["gate"], ctx.sampling, cfg.seed, batch,
+                                       sampled=False, chat_template=chat, greedy=gate)}
+    data = json.dumps(done).encode()
+    ctx.store.atomic_write(path, lambda fh: fh.write(data))
+    return done
 
 
 def gate_metrics(d: GateDecision) -> dict:
