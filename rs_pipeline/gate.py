@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rs_pipeline.annotators.reward_model import folder_problems
 from rs_pipeline.config import PipelineConfig
 from rs_pipeline.errors import InputError
 from rs_pipeline.imports import import_object
@@ -118,28 +119,12 @@ def gate_preflight(settings: PipelineConfig, quarantine: str) -> list[str]:
         except InputError as exc:
             problems.append(str(exc))
     if g.reward_model_path and (Path(g.reward_model_path) / "config.json").is_file():
-        problems += reward_model_problems(g.reward_model_path)
+        problems += folder_problems(g.reward_model_path, "gate.reward_model_path")
     if g.pairs_path and Path(g.pairs_path).is_file():
         from rs_pipeline.inputs import check_judgements_file
 
         problems += check_judgements_file(g.pairs_path, quarantine).summary()
     return problems
-
-
-def reward_model_problems(path: str) -> list[str]:
-    from transformers import AutoConfig
-
-    where = f"setting gate.reward_model_path: {path}"
-    try:
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
-    except Exception as exc:  # noqa: BLE001 - reported naming the folder
-        return [f"{where} does not load ({type(exc).__name__}: {exc})"]
-    archs = config.architectures or []
-    if not any(a.endswith("ForSequenceClassification") for a in archs):
-        return [f"{where} is not a sequence classifier (architectures {archs})"]
-    if config.num_labels != 1:
-        return [f"{where} has {config.num_labels} outputs; a reward model has one"]
-    return []
 
 
 def load_hook(spec: str) -> Callable[[Sequence[str], Sequence[str]], list[float]]:

@@ -299,8 +299,9 @@ def test_preflight_wants_a_one_output_classifier_and_a_clean_pair_set(tiny_polic
 
     assert gate_problems(reward_model_path=str(rm)) == []
     assert gate_problems(reward_model_path=str(tiny_policy)) == [
-        f"setting gate.reward_model_path: {tiny_policy} is not a sequence classifier "
-        "(architectures ['GPT2LMHeadModel'])"]
+        f"setting gate.reward_model_path: {tiny_policy} is not a one-output sequence classifier "
+        "(architectures ['GPT2LMHeadModel'], 2 outputs): a reward model scores each response "
+        "with one number"]
     found = gate_problems(pairs_path=str(pairs))
     assert len(found) == 1 and "row 0, column 'hp': must be a finite number in [0, 1]" in found[0]
 
