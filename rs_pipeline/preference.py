@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from rs_pipeline import scoring
 from rs_pipeline.ids import derive_seed
 from rs_pipeline.pairs import LabelledPair
 from rs_pipeline.preference_inputs import context_length, encode, pad_rows
+from rs_pipeline.scoring import head_rewards
 from rs_pipeline.training import run_trainer
 
 
@@ -49,13 +51,6 @@ def bootstrap_weights(seed: int, pair: LabelledPair, heads: int) -> list[float]:
 
 def _encode(model, tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> list[dict]:
     return encode(tokenizer, prompts, completions, context_length(model.config, tokenizer))
-
-
-def head_rewards(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Every head's reward per row of a padded batch (``input_ids``, ``attention_mask``,
-    segment ids): rows x heads."""
-    keys = ("input_ids", "attention_mask", "token_type_ids")
-    return model(**{k: batch[k] for k in keys if k in batch}).logits
 
 
 def rewards(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -116,15 +111,11 @@ def train_preference(model, tokenizer, pairs: Sequence[LabelledPair], *, epochs:
                        epochs=epochs, **checkpointing)
 
 
-@torch.no_grad()
 def score_heads(model, tokenizer, prompts: Sequence[str], completions: Sequence[str],
                 batch_size: int = 1024) -> torch.Tensor:
-    """Every head's reward of each (prompt, completion): rows x heads."""
-    model.eval()
-    rows = _encode(model, tokenizer, prompts, completions)
-    out = [head_rewards(model, pad_rows(rows[i : i + batch_size], tokenizer.pad_token_id))
-           for i in range(0, len(rows), batch_size)]
-    return torch.cat(out) if out else torch.zeros(0, model.config.num_labels)
+    """Every head's reward of each (prompt, completion): rows x heads. Each distinct row once,
+    length-sorted batches, a shared prompt prefix on decoders: ``rs_pipeline.scoring``."""
+    return scoring.score_heads(model, tokenizer, prompts, completions, batch_size)
 
 
 def mean_and_spread(heads: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -147,6 +138,7 @@ def pair_accuracy(model, tokenizer, pairs: Sequence[LabelledPair]) -> float | No
     if not decided:
         return None
     prompts = [p[0] for p in decided]
-    ra = score(model, tokenizer, prompts, [p[1] for p in decided])
-    rb = score(model, tokenizer, prompts, [p[2] for p in decided])
+    both = score(model, tokenizer, prompts + prompts,
+                 [p[1] for p in decided] + [p[2] for p in decided])
+    ra, rb = both[:len(decided)], both[len(decided):]
     return sum((a > b) == (p[3] > 0.5) for a, b, p in zip(ra, rb, decided)) / len(decided)
