@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from active_labelling import QUICK, QUICK_PRETRAIN, with_settings
+from active_labelling import QUICK, bootstrapped, task_settings, with_settings
 
 ROUND = "r0001"
 SIZES = {
@@ -74,22 +74,13 @@ def same_rows(adaptive, plain) -> float:
 
 
 def run_task(task: str, size: str, seed: int, waves: dict) -> list[dict]:
-    from rs_pipeline.config import TASK_PRESETS, config_from_dict, merge
-    from rs_pipeline.context import RunContext
-    from rs_pipeline.steps import bootstrap, judging, sampling
+    from rs_pipeline.steps import sampling
 
-    over = SIZES[size]
-    if size == "smoke":
-        over = merge(over, {"policy": {"pretrain_steps": QUICK_PRETRAIN[task]}})
-    settings = merge(merge({"seed": seed, "task": {"name": task}}, TASK_PRESETS[task]), over)
     root = Path(tempfile.mkdtemp(prefix="rs-adaptive-"))
     try:
-        ctx = RunContext(config_from_dict(settings), root / "home")
         t = time.perf_counter()
-        pool, held, _ = bootstrap.prompt_sets(ctx)
-        base, _ = bootstrap.base_policy(ctx, pool)
-        scorer, _ = judging.train_seed_preference(ctx, base,
-                                                  bootstrap.seed_preferences(ctx, pool)[0])
+        ctx, pool, held, base, scorer, _ = bootstrapped(task_settings(task, seed, SIZES[size]),
+                                                        root / "home")
         prompts = sampling.round_prompts(ctx, pool, ROUND)
         evals = [r["prompt"] for r in held.to_pylist() if r["split"] == "eval"]
         print(f"{task}: base policy and seed preference model in {time.perf_counter() - t:.0f}s",
