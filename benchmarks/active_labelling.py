@@ -86,23 +86,43 @@ def with_settings(ctx, **sections):
     return RunContext(config_from_dict(merge(ctx.settings.to_dict(), sections)), ctx.home)
 
 
-def run_task(task: str, quick: bool, seed: int) -> list[dict]:
-    from rs_pipeline.config import TASK_PRESETS, config_from_dict, merge
-    from rs_pipeline.context import RunContext
-    from rs_pipeline.preference import pair_accuracy
-    from rs_pipeline.steps import bootstrap, judging, sampling, selection
+def task_settings(task: str, seed: int, *sections: dict) -> dict:
+    """``task``'s demo preset with ``sections`` merged in, in order (``QUICK`` sizes: the
+    quick pretraining steps too)."""
+    from rs_pipeline.config import TASK_PRESETS, merge
 
-    size = merge(QUICK, {"policy": {"pretrain_steps": QUICK_PRETRAIN[task]}}) if quick else FULL
-    settings = merge(merge(merge({"seed": seed, "task": {"name": task}}, TASK_PRESETS[task]),
-                           COMMON), size)
+    settings = merge({"seed": seed, "task": {"name": task}}, TASK_PRESETS[task])
+    for section in sections:
+        settings = merge(settings, section)
+        if section is QUICK:
+            settings = merge(settings, {"policy": {"pretrain_steps": QUICK_PRETRAIN[task]}})
+    return settings
+
+
+def bootstrapped(settings: dict, home: Path):
+    """A home under ``settings`` with its prompt sets, base policy and seed preference model:
+    (ctx, pool, held, base, seed model, seed model metrics)."""
+    from rs_pipeline.config import config_from_dict
+    from rs_pipeline.context import RunContext
+    from rs_pipeline.steps import bootstrap, judging
+
+    ctx = RunContext(config_from_dict(settings), home)
+    pool, held, _ = bootstrap.prompt_sets(ctx)
+    base, _ = bootstrap.base_policy(ctx, pool)
+    seed_rm, seed_metrics = judging.train_seed_preference(
+        ctx, base, bootstrap.seed_preferences(ctx, pool)[0])
+    return ctx, pool, held, base, seed_rm, seed_metrics
+
+
+def run_task(task: str, quick: bool, seed: int) -> list[dict]:
+    from rs_pipeline.preference import pair_accuracy
+    from rs_pipeline.steps import judging, sampling, selection
+
+    settings = task_settings(task, seed, COMMON, QUICK if quick else FULL)
     root = Path(tempfile.mkdtemp(prefix="rs-active-"))
     try:
-        ctx = RunContext(config_from_dict(settings), root / "home")
         t = time.perf_counter()
-        pool, held, _ = bootstrap.prompt_sets(ctx)
-        base, _ = bootstrap.base_policy(ctx, pool)
-        seed_rm, seed_metrics = judging.train_seed_preference(
-            ctx, base, bootstrap.seed_preferences(ctx, pool)[0])
+        ctx, pool, held, base, seed_rm, seed_metrics = bootstrapped(settings, root / "home")
         gens, _ = sampling.generations(ctx, sampling.round_prompts(ctx, pool, ROUND), base, ROUND)
         truth = held_out_pairs(ctx, held, base, 4 * ctx.settings.preference.pairs_per_round)
         print(f"{task}: base policy, seed preference model (held-out pair acc "

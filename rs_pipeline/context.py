@@ -28,6 +28,7 @@ from rs_pipeline.monitors import blocking_names
 from rs_pipeline.resume import Resume, step_key
 from rs_pipeline.storage import AssetStore
 from rs_pipeline.tasks import Task, get_task, task_code_version
+from rs_pipeline.waves import wave_problems
 
 CONFIG_FILE_NAME = "rs_pipeline.yaml"
 CONFIG_ENV = "RS_PIPELINE_CONFIG"
@@ -175,6 +176,7 @@ def check_settings(cfg: PipelineConfig) -> list[str]:
             resolve_python(cfg.generation.vllm_python)
         except InputError as exc:
             problems.append(str(exc))
+    problems += wave_problems(cfg.generation)
     try:
         blocking_names(cfg.monitors)
     except InputError as exc:

@@ -124,13 +124,15 @@ class Resume:
         base = self.store.path(self.asset, self.partition, "shards")
         return posixpath.join(base, self.key[:16])
 
-    def sharded(self, count: int, compute: Callable[[int, int], pa.Table]) -> pa.Table:
+    def sharded(self, count: int, compute: Callable[[int, int], pa.Table],
+                tag: str = "") -> pa.Table:
         """``compute(start, stop)`` over ``count`` items in shards of ``shard_prompts``; each
-        shard is committed atomically and a shard already on disk is read, not recomputed."""
+        shard is committed atomically and a shard already on disk is read, not recomputed.
+        ``tag`` names one of several sharded passes of a step (file names start with it)."""
         tables = []
         folder = self._shard_dir()
         for start in range(0, count, self.shard_prompts):
-            path = posixpath.join(folder, f"{start:09d}.parquet")
+            path = posixpath.join(folder, f"{tag}{start:09d}.parquet")
             if self.store.fs.exists(path):
                 tables.append(self.store.read_table_at(path, self.asset))
                 continue

@@ -1,15 +1,21 @@
-"""Round steps that sample: the round's prompts and N generations per prompt."""
+"""Round steps that sample: the round's prompts and N generations per prompt (plain best-of-N,
+or adaptive best-of-N in waves: ``rs_pipeline.waves``)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pyarrow as pa
 
 from rs_pipeline.chat import prompt_kwargs, render_text
 from rs_pipeline.context import RunContext
 from rs_pipeline.ids import config_hash, sample_seed, seeded_rng
-from rs_pipeline.records import PolicyCheckpoint
+from rs_pipeline.preference import mean_and_spread, score_heads
+from rs_pipeline.records import PolicyCheckpoint, PreferenceCheckpoint
 from rs_pipeline.resume import Resume, lazy
 from rs_pipeline.schemas import make_table
+from rs_pipeline.selection import conservative
+from rs_pipeline.waves import WavePlan, parse_waves
 
 
 def round_prompts(ctx: RunContext, pool: pa.Table, round_key: str) -> pa.Table:
@@ -24,53 +30,137 @@ def round_prompts(ctx: RunContext, pool: pa.Table, round_key: str) -> pa.Table:
 
 
 def generations(ctx: RunContext, prompts: pa.Table, policy: PolicyCheckpoint, round_key: str,
-                resume: Resume | None = None) -> tuple[pa.Table, dict]:
+                resume: Resume | None = None,
+                scorer: PreferenceCheckpoint | None = None) -> tuple[pa.Table, dict]:
     """N samples per prompt from ``policy`` with per-sample seeds, by the engine
     ``generation.engine`` names (the seeds it really used are recorded); every row carries its
     lineage (round, prompt, policy, sampling parameters, seed). With ``resume``, rows are
-    committed in shards of prompts and a re-run samples only the shards not yet on disk."""
-    params, seed = ctx.sampling, ctx.settings.seed
-    engine = lazy(lambda: ctx.policy_engine(policy))  # started only if a shard needs it
-    pids, texts = prompts.column("prompt_id").to_pylist(), prompts.column("prompt").to_pylist()
-    timing = {"tokens": 0, "seconds": 0.0}
-    chat = ctx.settings.policy.chat_template
+    committed in shards of prompts and a re-run samples only the shards not yet on disk.
+    With ``generation.waves``, adaptive best-of-N (``adaptive_generations``) scored by
+    ``scorer``, the preference model the round starts with."""
+    if ctx.settings.generation.waves:
+        if scorer is None:
+            raise ValueError("generation.waves needs the round's incoming preference model")
+        return adaptive_generations(ctx, prompts, policy, round_key, scorer, resume)
+    sample = _sampler(ctx, prompts, policy, round_key)
+    try:
+        table = (resume.sharded(len(sample.texts), sample) if resume
+                 else sample(0, len(sample.texts)))
+    finally:
+        sample.close()
+    seconds = sample.seconds
+    return table, {"gen/tokens_per_s": sample.tokens / seconds if seconds else None,
+                   "gen/seconds": seconds, "gen/rows": table.num_rows}
 
-    def compute(start: int, stop: int) -> pa.Table:
-        chunk = texts[start:stop]
+
+class _sampler:  # noqa: N801 - used like a function: ``sample(start, stop)``
+    """``sample(start, stop)``: the generations rows of prompts ``start:stop``; with
+    ``positions`` (prompt positions) and ``first`` (per position, the sample index its first
+    new sample takes) the prompts ``positions[start:stop]``, sample ``s`` of the call being
+    sample index ``first[p] + s`` with that index's seed. The engine starts on first use."""
+
+    def __init__(self, ctx: RunContext, prompts: pa.Table, policy: PolicyCheckpoint,
+                 round_key: str):
+        self.ctx, self.policy, self.round_key = ctx, policy, round_key
+        self.params = ctx.sampling
+        self.engine = lazy(lambda: ctx.policy_engine(policy))  # started only if a shard needs it
+        self.pids = prompts.column("prompt_id").to_pylist()
+        self.texts = prompts.column("prompt").to_pylist()
+        self.positions: list[int] | None = None
+        self.first: dict[int, int] = {}
+        self.tokens, self.seconds = 0, 0.0
+
+    def __call__(self, start: int, stop: int) -> pa.Table:
+        seed, params, policy = self.ctx.settings.seed, self.params, self.policy
+        at = (list(range(start, stop)) if self.positions is None
+              else self.positions[start:stop])
+        chunk, pids = [self.texts[p] for p in at], [self.pids[p] for p in at]
+        first = [self.first.get(p, 0) for p in at]
         if chunk:
-            e = engine()
+            e, chat = self.engine(), self.ctx.settings.policy.chat_template
             rendered = render_text(e.tokenizer, chunk, chat)
             kw = prompt_kwargs(e, e.tokenizer, chunk, chat)
             out = e.sample(kw["prompt_ids"], params,
-                           lambda p, s: sample_seed(seed, round_key, pids[start + p], s),
+                           lambda p, s: sample_seed(seed, self.round_key, pids[p], first[p] + s),
                            kw["stop_ids"])
         else:
             out, rendered = _NO_ROWS, []
-        timing["tokens"] += sum(out["num_tokens"]) + sum(out["finished"])
-        timing["seconds"] += out["seconds"]
+        self.tokens += sum(out["num_tokens"]) + sum(out["finished"])
+        self.seconds += out["seconds"]
         rows = len(out["completion"])
-        row_pid = [pids[start + i] for i in out["prompt_index"]]
+        row_pid = [pids[i] for i in out["prompt_index"]]
         return make_table("generations", {
             "generation_id": [f"g-{config_hash([policy.id, p, s])[:12]}"
                               for p, s in zip(row_pid, out["seed"])],
-            "round": [round_key] * rows, "prompt_id": row_pid,
+            "round": [self.round_key] * rows, "prompt_id": row_pid,
             "prompt": [chunk[i] for i in out["prompt_index"]],
             "rendered_prompt": [rendered[i] for i in out["prompt_index"]],
-            "sample_index": out["sample_index"], "completion": out["completion"],
+            "sample_index": [first[i] + s for i, s in zip(out["prompt_index"],
+                                                          out["sample_index"])],
+            "completion": out["completion"],
             "num_tokens": out["num_tokens"], "finished": out["finished"], "seed": out["seed"],
             "policy_id": [policy.id] * rows, "temperature": [params.temperature] * rows,
             "top_k": [params.top_k] * rows, "top_p": [params.top_p] * rows,
             "max_new_tokens": [params.max_new_tokens] * rows,
         })
 
+    def close(self) -> None:
+        if self.engine.started:
+            self.engine().close()  # a vLLM worker exits here, before anything else needs memory
+
+
+def adaptive_generations(ctx: RunContext, prompts: pa.Table, policy: PolicyCheckpoint,
+                         round_key: str, scorer: PreferenceCheckpoint,
+                         resume: Resume | None = None) -> tuple[pa.Table, dict]:
+    """Adaptive best-of-N (``rs_pipeline.waves``): waves of ``generation.waves`` samples, each
+    scored by ``scorer`` (the preference model the round starts with: the one this round
+    refreshes is trained on these very samples), prompts stopping once their best is good
+    enough. Rows, ids and seeds are plain best-of-N's for the same sample indices, ordered by
+    prompt then sample index. With ``resume`` each wave commits its own shards; a re-run reads
+    them back and rescores them, so it takes the same decisions and writes the same rows."""
+    g, penalty = ctx.settings.generation, ctx.settings.selection.uncertainty_penalty
+    sizes = parse_waves(g.waves, g.n)
+    sample = _sampler(ctx, prompts, policy, round_key)
+    count = len(sample.texts)
+    where = {pid: p for p, pid in enumerate(sample.pids)}
+    plan = WavePlan(sizes, g.n * count, g.stop_score, g.stop_gain)
+    model = lazy(lambda: ctx.load_preference(scorer))
+    tables, metrics = [], {}
     try:
-        table = resume.sharded(len(texts), compute) if resume else compute(0, len(texts))
+        for w, size in enumerate(sizes):
+            at = plan.chosen(w, count)
+            if not at:
+                break
+            sample.positions, sample.first = at, {p: plan.drawn(p) for p in at}
+            sample.params = dataclasses.replace(ctx.sampling, n=size)
+            table = (resume.sharded(len(at), sample, tag=f"wave{w + 1}-") if resume
+                     else sample(0, len(at)))
+            tables.append(table)
+            d = table.to_pydict()
+            mean, spread = mean_and_spread(score_heads(*model(), d["prompt"], d["completion"]))
+            rewards: dict[int, list[float]] = {}
+            for pid, m, s in zip(d["prompt_id"], mean, spread):
+                rewards.setdefault(where[pid], []).append(conservative(m, s, penalty))
+            stopped = plan.add(w, rewards)
+            metrics |= {f"gen/wave{w + 1}_prompts": len(at), f"gen/wave{w + 1}_samples":
+                        table.num_rows, f"gen/wave{w + 1}_tokens": _tokens(table),
+                        f"gen/wave{w + 1}_stopped": stopped}
     finally:
-        if engine.started:
-            engine().close()  # a vLLM worker exits here, before anything else needs the memory
-    seconds = timing["seconds"]
-    return table, {"gen/tokens_per_s": timing["tokens"] / seconds if seconds else None,
-                   "gen/seconds": seconds, "gen/rows": table.num_rows}
+        sample.close()
+    table = pa.concat_tables(tables)
+    pid, index = table.column("prompt_id").to_pylist(), table.column("sample_index").to_pylist()
+    table = table.take(sorted(range(table.num_rows), key=lambda i: (where[pid[i]], index[i])))
+    seconds = sample.seconds
+    return table, {**metrics, "gen/tokens_per_s": sample.tokens / seconds if seconds else None,
+                   "gen/seconds": seconds, "gen/rows": table.num_rows,
+                   "gen/tokens": _tokens(table), "gen/budget_rows": plan.budget,
+                   "gen/stopped_prompts": len(plan.stopped)}
+
+
+def _tokens(table: pa.Table) -> int:
+    """Tokens generated for ``table``'s rows (each completion's tokens plus its stop token)."""
+    return (sum(table.column("num_tokens").to_pylist())
+            + sum(table.column("finished").to_pylist()))
 
 
 _NO_ROWS = {k: [] for k in ("prompt_index", "sample_index", "completion", "num_tokens",

@@ -3,7 +3,7 @@
 import dagster as dg
 import pyarrow as pa
 
-from rs_pipeline.defs.history import champion_before
+from rs_pipeline.defs.history import champion_before, preference_before
 from rs_pipeline.defs.metadata import output
 from rs_pipeline.defs.mlflow_resource import MlflowResource
 from rs_pipeline.defs.partitions import ROUNDS
@@ -34,14 +34,22 @@ def sampling_policy(context: dg.AssetExecutionContext,
                                "source_round": choice.source_round or "-"})
 
 
-@dg.asset(partitions_def=ROUNDS, group_name=ROUND, pool="model_work")
+@dg.asset(partitions_def=ROUNDS, group_name=ROUND, pool="model_work",
+          deps=["seed_preference_model"])
 def generations(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                 mlflow: MlflowResource, round_prompts: pa.Table,
                 sampling_policy: ChampionChoice) -> dg.Output[pa.Table]:
     """N samples per prompt from the sampling policy, by the engine ``generation.engine`` names
-    (``transformers`` in process, or a ``vllm`` worker stopped when the step ends)."""
-    policy, key = sampling_policy.checkpoint, context.partition_key
+    (``transformers`` in process, or a ``vllm`` worker stopped when the step ends). With
+    ``generation.waves``, adaptive best-of-N scored by the round's incoming preference model
+    (the previous round's, else the seed one)."""
+    ctx, policy, key = pipeline.ctx, sampling_policy.checkpoint, context.partition_key
+    inputs, extra = {"prompts": round_prompts, "policy": policy}, {}
+    if ctx.settings.generation.waves:
+        extra["scorer"] = inputs["stop_model"] = preference_before(context.instance, ctx.store,
+                                                                   key)
     table, metrics, reused = run_step(
-        context, pipeline, "generations", {"prompts": round_prompts, "policy": policy},
-        lambda r: sampling.generations(pipeline.ctx, round_prompts, policy, key, r))
-    return output(context, mlflow, table, metrics, reused=reused)
+        context, pipeline, "generations", inputs,
+        lambda r: sampling.generations(ctx, round_prompts, policy, key, r, **extra))
+    meta = {"stop_reward_model_id": extra["scorer"].id} if extra else {}
+    return output(context, mlflow, table, metrics, reused=reused, **meta)

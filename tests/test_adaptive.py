@@ -1,0 +1,118 @@
+"""Adaptive best-of-N (generation.waves): who stops, what is sampled, restarts, bad settings."""
+
+import pytest
+
+from rs_pipeline.config import config_from_dict, merge
+from rs_pipeline.context import RunContext, require_settings
+from rs_pipeline.errors import InputError
+from rs_pipeline.ids import sample_seed
+from rs_pipeline.modeling import preference_from_policy
+from rs_pipeline.preference import score
+from rs_pipeline.records import PreferenceCheckpoint
+from rs_pipeline.steps import bootstrap, sampling
+from rs_pipeline.waves import Scale
+from tests.conftest import TINY
+
+ROUND = "r0001"
+
+
+def _ctx(home, policy, **generation):
+    return RunContext(config_from_dict(merge(TINY, {
+        "policy": {"base_path": str(policy)}, "task": {"round_size": 24},
+        "generation": {"n": 4, **generation}, "recovery": {"shard_prompts": 10}})), home)
+
+
+@pytest.fixture(scope="module")
+def world(tiny_policy, tmp_path_factory):
+    """A 24-prompt round of the tiny policy, sampled plain (n=4), and an untrained preference
+    model (the policy's body, a seeded new head: arbitrary but fixed scores)."""
+    home = tmp_path_factory.mktemp("adaptive")
+    ctx = _ctx(home, tiny_policy)
+    pool, _, _ = bootstrap.prompt_sets(ctx)
+    base, _ = bootstrap.base_policy(ctx, pool)
+    model, tok = preference_from_policy(ctx.checkpoints.local_dir(base.path), seed=0)
+    rm_id, rm_path = ctx.checkpoints.save(model, tok, "preference", "rm")
+    prompts = sampling.round_prompts(ctx, pool, ROUND)
+    plain, _ = sampling.generations(ctx, prompts, base, ROUND)
+    return {"home": home, "policy": tiny_policy, "base": base, "prompts": prompts,
+            "plain": plain, "rm": PreferenceCheckpoint(id=rm_id, path=rm_path),
+            "scorer": (model, tok)}
+
+
+def _adaptive(world, resume=None, **generation):
+    ctx = _ctx(world["home"], world["policy"], **generation)
+    return sampling.generations(ctx, world["prompts"], world["base"], ROUND, resume,
+                                scorer=world["rm"])
+
+
+def _rows(table):
+    return {(r["prompt_id"], r["sample_index"]): r for r in table.to_pylist()}
+
+
+def test_default_is_plain_best_of_n_and_waves_without_stopping_reproduce_it(world):
+    plain = world["plain"]
+    d = plain.to_pydict()
+    assert plain.num_rows == 24 * 4 and d["sample_index"][:4] == [0, 1, 2, 3]
+    assert d["seed"][5] == sample_seed(0, ROUND, d["prompt_id"][5], 1)
+    same, metrics = _adaptive(world, waves="1,1,2", stop_score=None)
+    assert same.equals(plain)  # every row, byte for byte, in the same order
+    assert [metrics[f"gen/wave{w}_samples"] for w in (1, 2, 3)] == [24, 24, 48]
+
+
+def test_prompts_whose_best_passes_the_threshold_stop_and_samples_are_plains(world):
+    plain = world["plain"].to_pydict()
+    first = [(p, c) for p, c, s in zip(plain["prompt"], plain["completion"],
+                                       plain["sample_index"]) if s < 2]
+    rewards = score(*world["scorer"], [p for p, _ in first], [c for _, c in first])
+    scale = Scale.of([rewards[i:i + 2] for i in range(0, len(rewards), 2)])
+    best = [max(scale.z(rewards[i:i + 2])) for i in range(0, len(rewards), 2)]
+    threshold = sorted(best)[len(best) // 2]  # about half the prompts stop after wave 1
+    stops = {pid for pid, b in zip(plain["prompt_id"][::4], best) if b >= threshold}
+    table, metrics = _adaptive(world, waves="2,2", stop_score=threshold)
+    got = table.to_pydict()
+    counts = {pid: got["prompt_id"].count(pid) for pid in plain["prompt_id"][::4]}
+    assert {pid for pid, n in counts.items() if n == 2} == stops and 0 < len(stops) < 24
+    assert all(n == 4 for pid, n in counts.items() if pid not in stops)
+    assert metrics["gen/wave1_stopped"] == len(stops) == metrics["gen/stopped_prompts"]
+    assert metrics["gen/rows"] == table.num_rows == 24 * 4 - 2 * len(stops)
+    assert metrics["gen/wave2_prompts"] == 24 - len(stops)
+    plain_rows = _rows(world["plain"])
+    assert all(plain_rows[k] == r for k, r in _rows(table).items())  # a subset of plain's rows
+
+
+def test_the_budget_goes_to_the_prompts_still_open_and_a_restart_gives_the_same_rows(world):
+    settings = {"waves": "2,2,4", "stop_score": 1.0}
+    ctx = _ctx(world["home"], world["policy"], **settings)
+    resume = ctx.resume("generations", ROUND, {"stop_model": world["rm"].id})
+    table, m = _adaptive(world, resume, **settings)
+    assert m["gen/rows"] <= m["gen/budget_rows"] == 24 * 4
+    still_open = m["gen/wave2_prompts"] - m["gen/wave2_stopped"]
+    left = 24 * 4 - m["gen/wave1_samples"] - m["gen/wave2_samples"]
+    assert 0 < m["gen/wave3_prompts"] == min(still_open, left // 4) < still_open  # it binds
+    pids = table.column("prompt_id").to_pylist()
+    assert sum(pids.count(p) == 8 for p in set(pids)) == m["gen/wave3_prompts"]
+    d = table.to_pydict()
+    assert all(s == sample_seed(0, ROUND, p, j) for p, j, s in
+               zip(d["prompt_id"], d["sample_index"], d["seed"]))
+    # killed after wave 2's first shard: the rest is sampled again, the rows are the same
+    fs, folder = ctx.store.fs, resume._shard_dir()
+    kept = sorted(fs.ls(folder))
+    assert any("wave3-" in p for p in kept)
+    for path in kept:
+        if "wave3-" in path or ("wave2-" in path and not path.endswith("000000000.parquet")):
+            fs.rm(path)
+    again, _ = _adaptive(world, resume, **settings)
+    assert again.equals(table) and again.equals(_adaptive(world, **settings)[0])
+
+
+@pytest.mark.parametrize("generation, says", [
+    ({"waves": "2,x"}, "is not comma-separated wave sizes"),
+    ({"waves": "0,2"}, "wave sizes must be >= 1"),
+    ({"waves": "8,2"}, "the first wave (8) exceeds generation.n (4)"),
+    ({"waves": "2,2", "engine": "vllm", "vllm_python": "/bin/sh"}, "'transformers' engine only"),
+])
+def test_bad_wave_settings_are_refused_naming_the_setting(generation, says):
+    settings = config_from_dict(merge(TINY, {"generation": {"n": 4, **generation}}))
+    with pytest.raises(InputError) as err:
+        require_settings(settings)
+    assert "setting generation.waves: " in str(err.value) and says in str(err.value)
