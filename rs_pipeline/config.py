@@ -26,6 +26,8 @@ Engine = Literal["transformers", "vllm"]
 GateJudge = Literal["auto", "verifier", "reward_model", "hook", "annotator"]
 SelectionRule = Literal["argmax", "top_k", "random"]
 Normalize = Literal["none", "prompt"]
+TrainingMethod = Literal["sft", "dpo", "sft+dpo"]
+DpoPairing = Literal["score", "verifier"]
 
 
 def _f(default: Any, doc: str, **bounds: float):
@@ -175,6 +177,12 @@ class SelectionConfig:
     uncertainty_penalty: float = _f(0.0, "Conservative selection: the reward part of the score is "
                                     "mean - this * spread over the preference heads.", ge=0)
     dpo_min_margin: float = _f(0.5, "Minimum best-minus-worst score for a DPO pair.", ge=0)
+    dpo_pairs_per_prompt: int = _f(1, "DPO pairs per prompt: the best against each of the k "
+                                   "worst distinct completions (verifier pairing: the k best-scored "
+                                   "wrong ones).", ge=1)
+    dpo_pairing: DpoPairing = _f("score", "'score': best vs worst by selection score (at least "
+                                 "dpo_min_margin apart); 'verifier': a right completion (the "
+                                 "best-scored) vs wrong ones of the same prompt, any margin.")
     rule: SelectionRule = _f("argmax", "'argmax' (the best per prompt), 'top_k' (the selection.top_k "
                              "best distinct completions per prompt) or 'random' (a seeded random "
                              "distinct completion per prompt: the baseline).")
@@ -196,12 +204,25 @@ class SelectionConfig:
 
 @dataclass
 class SFTConfig:
-    """Fine-tuning the champion on the kept set."""
+    """Training the candidate from the champion: SFT on the kept set (and/or DPO on the pairs)."""
 
+    method: TrainingMethod = _f("sft", "'sft' (on sft_dataset), 'dpo' (on dpo_pairs, reference "
+                                "model = the champion) or 'sft+dpo' (SFT, then DPO with the SFT "
+                                "result as reference); settings of the DPO part: section dpo.")
     epochs: float = _f(1.0, "Epochs over the kept set (budget in epochs, never seconds).", gt=0)
     learning_rate: float = _f(5e-4, "Peak learning rate (linear decay).", gt=0)
     batch_size: int = _f(64, "Rows per batch.", ge=1)
     lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class DPOConfig:
+    """DPO (TRL's DPOTrainer) when sft.method is 'dpo' or 'sft+dpo'; LoRA: sft.lora."""
+
+    beta: float = _f(0.1, "Strength of the pull towards the reference model (DPO's beta).", gt=0)
+    epochs: float = _f(1.0, "Epochs over the round's DPO pairs.", gt=0)
+    learning_rate: float = _f(1e-4, "Peak learning rate (linear decay).", gt=0)
+    batch_size: int = _f(32, "Pairs per batch.", ge=1)
 
 
 @dataclass
@@ -315,6 +336,7 @@ class PipelineConfig:
     annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     monitors: MonitorsConfig = field(default_factory=MonitorsConfig)
     inputs: InputsConfig = field(default_factory=InputsConfig)

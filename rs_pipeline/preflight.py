@@ -63,9 +63,32 @@ def preflight(ctx: RunContext) -> list[str]:
     if reward is not None and rows:  # as the preference model reads them: with special tokens
         ids = [r["input_ids"] for r in encode(reward[0], texts, [""] * len(texts))]
         _lengths(rows, ids, ids, *reward[:2], new, "preference model", where, problems)
+    problems += _dpo_settings(s, ctx.task.has_verifier)
     _lora(s.sft.lora, policy, "CAUSAL_LM", "sft.lora", problems)
     _lora(s.preference.lora, reward or (None if s.preference.base_path else policy), "SEQ_CLS",
           "preference.lora", problems)
+    return problems
+
+
+def _dpo_settings(s, has_verifier: bool) -> list[str]:
+    """Settings that leave a DPO training method without a single pair, refused up front."""
+    sel, method, problems = s.selection, s.sft.method, []
+    if sel.dpo_pairing == "verifier" and not has_verifier:
+        problems.append(f"setting selection.dpo_pairing='verifier' needs a verifier; task "
+                        f"{s.task.name!r} has none: use 'score'")
+    if method == "sft":
+        return problems
+    if s.generation.n < 2:
+        problems.append(f"setting sft.method={method!r} trains on pairs of a prompt's samples: "
+                        f"generation.n must be at least 2, got {s.generation.n}")
+    elif sel.dpo_pairs_per_prompt > s.generation.n - 1:
+        problems.append(f"setting selection.dpo_pairs_per_prompt={sel.dpo_pairs_per_prompt} "
+                        f"cannot be met: {s.generation.n} samples per prompt give at most "
+                        f"{s.generation.n - 1} rejected completions")
+    if sel.dpo_pairing == "score" and sel.selector == "verifier" and sel.dpo_min_margin > 1:
+        problems.append(f"setting selection.dpo_min_margin={sel.dpo_min_margin:g} leaves "
+                        f"sft.method={method!r} no pair: selection.selector='verifier' scores "
+                        "differ by at most 1")
     return problems
 
 

@@ -48,6 +48,13 @@ class PolicyCheckpoint:
     mlflow_version: str | None = None
     #: Set when the SFT trained LoRA adapters (merged into this checkpoint's weights).
     lora: LoraUse | None = None
+    #: How it was trained: 'sft' (on sft_dataset), 'dpo' (on dpo_pairs), 'sft+dpo' (both).
+    method: str = "sft"
+    #: The dpo_pairs table it trained on (methods with DPO) and its rows.
+    dpo_pairs_version: str | None = None
+    dpo_pairs: int | None = None
+    #: Set when the configured method could not run as asked (e.g. no DPO pairs): what ran.
+    note: str | None = None
 
 
 @dataclass(frozen=True)

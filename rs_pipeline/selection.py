@@ -60,17 +60,35 @@ def select_best(scores: pd.DataFrame, threshold: float | None) -> tuple[pd.DataF
     return best.reset_index(drop=True), stats
 
 
-def dpo_pairs(scores: pd.DataFrame, min_margin: float) -> pd.DataFrame:
-    """Best vs worst distinct completion per prompt, when the score margin is at least
-    ``min_margin`` and positive (ties never make a pair)."""
+def dpo_pairs(scores: pd.DataFrame, min_margin: float, per_prompt: int = 1,
+              pairing: str = "score") -> pd.DataFrame:
+    """DPO pairs per prompt over its distinct completions. ``score``: the best against each of
+    the ``per_prompt`` worst, when the score margin is at least ``min_margin`` and positive (ties
+    never make a pair). ``verifier``: the best-scored right completion (verifier score 1) against
+    each of the ``per_prompt`` best-scored wrong ones (the ones selection could mistake for
+    right), whatever their score margin. Rows: by prompt, each prompt's worst rejected first."""
     ranked = _ranked(scores)
-    groups = ranked.groupby("prompt_id", sort=True)
-    best, worst = groups.head(1).set_index("prompt_id"), groups.tail(1).set_index("prompt_id")
-    out = best.join(worst, lsuffix="_chosen", rsuffix="_rejected")
+    if pairing == "verifier":
+        right = ranked["verifier_score"].astype(float) >= 1.0
+        wrong = ranked["verifier_score"].astype(float) < 1.0  # a missing score is neither
+        best = ranked[right].groupby("prompt_id", sort=True).head(1)
+        others = ranked[wrong].groupby("prompt_id", sort=True).head(per_prompt)
+        others = others.iloc[::-1].sort_values("prompt_id", kind="stable")
+        keep_margin = None
+    else:
+        groups = ranked.groupby("prompt_id", sort=True)
+        best = groups.head(1)
+        rank = groups.cumcount()
+        others = ranked[rank >= 1].groupby("prompt_id", sort=True).tail(per_prompt)
+        others = others.iloc[::-1].sort_values("prompt_id", kind="stable")
+        keep_margin = min_margin
+    out = others.merge(best, on="prompt_id", suffixes=("_rejected", "_chosen"), sort=False)
     margin = out["selection_score_chosen"] - out["selection_score_rejected"]
-    keep = (out["completion_chosen"] != out["completion_rejected"]) & (margin > 0)
-    keep &= margin >= min_margin if not math.isnan(min_margin) else True
-    out = out[keep].assign(margin=margin[keep]).reset_index()
+    keep = out["completion_chosen"] != out["completion_rejected"]
+    if keep_margin is not None:
+        keep &= margin > 0
+        keep &= margin >= keep_margin if not math.isnan(keep_margin) else True
+    out = out[keep].assign(margin=margin[keep]).reset_index(drop=True)
     return pd.DataFrame({
         "round": out["round_chosen"], "prompt_id": out["prompt_id"],
         "prompt": out["prompt_chosen"], "chosen": out["completion_chosen"],

@@ -43,17 +43,19 @@ def encode_completions(tokenizer, prompts: Sequence[str], completions: Sequence[
 def training_args(output_dir: str, *, lr: float, batch_size: int, seed: int,
                   epochs: float | None = None, max_steps: int | None = None,
                   scheduler: str = "linear", min_lr_rate: float | None = None,
-                  warmup_steps: int = 0, save_steps: int = 0) -> TrainingArguments:
+                  warmup_steps: int = 0, save_steps: int = 0,
+                  args_cls: type = TrainingArguments, **extra: Any) -> TrainingArguments:
     """Trainer arguments: no reporting, seeded; a resumable checkpoint (model, optimizer,
-    scheduler, RNG) every ``save_steps`` steps (0: none), only the latest kept."""
-    kwargs: dict[str, Any] = {}
+    scheduler, RNG) every ``save_steps`` steps (0: none), only the latest kept. ``args_cls``
+    (e.g. TRL's ``DPOConfig``) takes ``extra`` arguments of its own."""
+    kwargs: dict[str, Any] = dict(extra)
     if min_lr_rate is not None:
         kwargs["lr_scheduler_kwargs"] = {"min_lr_rate": min_lr_rate}
     if save_steps:
         kwargs.update(save_strategy="steps", save_steps=save_steps, save_total_limit=1)
     else:
         kwargs["save_strategy"] = "no"
-    return TrainingArguments(
+    return args_cls(
         output_dir=output_dir,
         per_device_train_batch_size=batch_size,
         num_train_epochs=epochs if epochs is not None else 1.0,
@@ -76,8 +78,9 @@ def training_args(output_dir: str, *, lr: float, batch_size: int, seed: int,
 
 def run_trainer(model, rows: datasets.Dataset, collator, *, trainer_cls: type = Trainer,
                 checkpoint_dir: Path | None = None, checkpoint_steps: int = 0,
-                **args: Any) -> dict[str, float]:
-    """Train ``model`` in place with ``trainer_cls``; returns loss, steps and seconds.
+                trainer_kwargs: dict[str, Any] | None = None, **args: Any) -> dict[str, float]:
+    """Train ``model`` in place with ``trainer_cls`` (given ``trainer_kwargs`` too); returns
+    loss, steps and seconds, and the last logged value of any ``rewards/*`` metric (DPO).
 
     With ``checkpoint_dir`` and ``checkpoint_steps``, a checkpoint is kept there every
     ``checkpoint_steps`` steps and a re-run continues from the latest one (same batches, same
@@ -94,7 +97,7 @@ def run_trainer(model, rows: datasets.Dataset, collator, *, trainer_cls: type = 
             out = stack.enter_context(tempfile.TemporaryDirectory(prefix="rs-trainer-"))
         trainer = trainer_cls(model=model, args=training_args(
             out, save_steps=checkpoint_steps if keep else 0, **args), train_dataset=rows,
-            data_collator=collator)
+            data_collator=collator, **(trainer_kwargs or {}))
         trainer.remove_callback(PrinterCallback)  # the metrics are returned, not printed
         last = last_complete_checkpoint(out) if keep else None
         start = time.perf_counter()
@@ -104,9 +107,11 @@ def run_trainer(model, rows: datasets.Dataset, collator, *, trainer_cls: type = 
         shutil.rmtree(out, ignore_errors=True)
     model.eval()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    rewards = {k: v for h in trainer.state.log_history if "loss" in h for k, v in h.items()
+               if k.startswith("rewards/")}
     return {"train_loss": sum(losses) / len(losses) if losses else float(result.training_loss),
             "steps": int(result.global_step), "seconds": seconds,
-            "resumed_from_step": _step_of(last)}
+            "resumed_from_step": _step_of(last), **rewards}
 
 
 def last_complete_checkpoint(folder: str) -> str | None:

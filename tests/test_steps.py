@@ -180,3 +180,31 @@ def test_round_two_reuses_the_champions_decoded_evaluation(steps, monkeypatch):
     assert ev3.champion.eval.sample_acc == ev2.champion.eval.sample_acc
     assert ev3.champion.gate.greedy_acc == ev2.champion.gate.greedy_acc
     assert ev3.champion.eval.mean_reward == pytest.approx(ev2.champion.eval.mean_reward, abs=1e-6)
+
+
+def test_training_methods_record_their_data_and_dpo_without_pairs_falls_back(steps):
+    ctx, sft, base = steps["ctx"], steps["sft"], steps["base"]
+    assert steps["cand"].method == "sft" and steps["cand"].dpo_pairs_version is None
+
+    def with_method(method):
+        s = ctx.settings
+        return dataclasses.replace(ctx, settings=dataclasses.replace(
+            s, sft=dataclasses.replace(s.sft, method=method),
+            selection=dataclasses.replace(s.selection, dpo_min_margin=0.0)))
+
+    pairs, _ = selection.dpo_dataset(with_method("dpo"), steps["scores"])
+    assert pairs.num_rows > 0
+
+    cand, metrics = training.train_candidate(with_method("dpo"), sft, base, "r0001", None, pairs)
+    assert (cand.method, cand.dpo_pairs_version, cand.dpo_pairs, cand.sft_dataset_version) == (
+        "dpo", table_version(pairs), pairs.num_rows, None)
+    assert cand.parent_id == base.id and cand.id not in (base.id, steps["cand"].id)
+    assert metrics["dpo/steps"] >= 1 and "sft/steps" not in metrics
+    both, metrics = training.train_candidate(with_method("sft+dpo"), sft, base, "r0001", None,
+                                             pairs)
+    assert both.sft_dataset_version == table_version(sft) and both.dpo_pairs == pairs.num_rows
+    assert metrics["sft/steps"] >= 1 and metrics["dpo/steps"] >= 1
+    none, _ = training.train_candidate(with_method("dpo"), sft, base, "r0001", None,
+                                       pairs.slice(0, 0))
+    assert (none.method, none.id, none.dpo_pairs_version) == ("sft", steps["cand"].id, None)
+    assert "no DPO pairs this round" in none.note

@@ -2,7 +2,8 @@
 the rows' own columns (and the stored records), and MLflow's registry tags.
 
 - ``policy_lineage``: a checkpoint (``pol-…`` id, round key or ``rs-policy:VERSION``) -> the
-  SFT set and round that trained it, its parent chain down to the base policy, the rounds that
+  table(s) and round that trained it (``trained_on``: the SFT set, the DPO pairs, or both, by
+  its ``method``), its parent chain down to the base policy, the rounds that
   sampled from it.
 - ``data_lineage``: an asset partition (optionally one row by prompt or generation id) -> the
   policy that produced it, the preference model that scored it, and that policy's chain.
@@ -89,32 +90,44 @@ class Lineage:
         sampled_by = [k for k in self.store.partitions("sampling_policy", "json")
                       if self.store.read_record("sampling_policy", k).checkpoint.id == policy_id]
         event = _event(self.instance, "policy_checkpoint" if key else "base_policy", key)
-        sft_event = _event(self.instance, "sft_dataset", key) if key else None
+        tables = {"sft_dataset": rec.sft_dataset_version, "dpo_pairs": rec.dpo_pairs_version}
+        trained_on = {a: v for a, v in tables.items() if key and v}
+        table_events = {a: _event(self.instance, a, key) for a in trained_on}
         mlv = self._mlflow_version(POLICY_MODEL, policy_id)
         sources = {
             "record": {"policy_id": rec.id, "parent_policy_id": rec.parent_id,
-                       "sft_dataset_version": rec.sft_dataset_version},
+                       "sft_dataset_version": rec.sft_dataset_version,
+                       "dpo_pairs_version": rec.dpo_pairs_version},
             "dagster": {"policy_id": _meta(event, "policy_id"),
                         "parent_policy_id": _meta(event, "parent_policy_id"),
                         "sft_dataset_version": _meta(event, "sft_dataset_version"),
-                        "sft_dataset_data_version": (sft_event.asset_materialization.tags or {})
-                        .get("dagster/data_version") if sft_event else None},
+                        "dpo_pairs_version": _meta(event, "dpo_pairs_version"),
+                        **{f"{a}_data_version": (e.asset_materialization.tags or {})
+                           .get("dagster/data_version") if e else None
+                           for a, e in table_events.items()}},
             "mlflow": {"policy_id": (mlv or {}).get("model_id"),
                        "parent_policy_id": (mlv or {}).get("parent_id"),
-                       "sft_dataset_version": (mlv or {}).get("sft_dataset_version")},
+                       "sft_dataset_version": (mlv or {}).get("sft_dataset_version"),
+                       "dpo_pairs_version": (mlv or {}).get("dpo_pairs_version")},
         }
         return {
             "policy_id": policy_id, "parent_policy_id": rec.parent_id, "round": key,
+            "method": rec.method if key else None,
             "sft_dataset_version": rec.sft_dataset_version,
             "lora": rec.lora.summary() if rec.lora else None,
-            "sft_dataset": {"asset": "sft_dataset", "round": key,
-                            "version": rec.sft_dataset_version} if key else None,
+            "trained_on": [{"asset": a, "round": key, "version": v}
+                           for a, v in trained_on.items()],
+            "sft_dataset": {"asset": "sft_dataset", "round": key, "version": v}
+            if (v := trained_on.get("sft_dataset")) else None,
+            "dpo_pairs": {"asset": "dpo_pairs", "round": key, "version": v, "rows": rec.dpo_pairs}
+            if (v := trained_on.get("dpo_pairs")) else None,
+            "note": rec.note,
             "promoted": bool(key and self.store.exists("promotion", key, "json")) or key is None,
             "mlflow_version": (mlv or {}).get("version"), "ancestors": self.ancestors(policy_id),
             "sampled_by_rounds": sampled_by, "sources": sources,
-            "consistent": _agree(sources, ["policy_id", "parent_policy_id", "sft_dataset_version"])
-            and (not key or sources["dagster"]["sft_dataset_data_version"]
-                 == rec.sft_dataset_version),
+            "consistent": _agree(sources, ["policy_id", "parent_policy_id", "sft_dataset_version",
+                                           "dpo_pairs_version"])
+            and all(sources["dagster"][f"{a}_data_version"] == v for a, v in trained_on.items()),
         }
 
     # --- data --------------------------------------------------------------------------

@@ -159,6 +159,8 @@ class MlflowResource(dg.ConfigurableResource):
                 "lora": record.lora.summary() if record.lora else None}
         if isinstance(record, PolicyCheckpoint):
             tags["sft_dataset_version"] = record.sft_dataset_version
+            tags["dpo_pairs_version"] = record.dpo_pairs_version
+            tags["method"] = record.method if record.round else None
         else:
             tags["labels_version"] = record.labels_version
         version = client.create_model_version(

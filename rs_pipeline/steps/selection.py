@@ -71,7 +71,10 @@ def sft_dataset(ctx: RunContext, scores: pa.Table, round_key: str | None = None,
 
 
 def dpo_dataset(ctx: RunContext, scores: pa.Table) -> tuple[pa.Table, dict]:
-    """Best vs worst distinct completion per prompt (``prompt``/``chosen``/``rejected``)."""
-    df = dpo_pairs(scores.to_pandas(), ctx.settings.selection.dpo_min_margin)
+    """Best vs worst distinct completion(s) per prompt (``prompt``/``chosen``/``rejected``), by
+    score or across verifier outcomes (``selection.dpo_pairing``)."""
+    sel = ctx.settings.selection
+    df = dpo_pairs(scores.to_pandas(), sel.dpo_min_margin, sel.dpo_pairs_per_prompt,
+                   sel.dpo_pairing)
     table = make_table("dpo_pairs", {c: df[c].tolist() for c in df.columns})
     return table, {"select/dpo_pairs": table.num_rows}

@@ -16,15 +16,21 @@ ROUND = "round"
 
 @dg.asset(partitions_def=ROUNDS, group_name=ROUND, pool="model_work")
 def policy_checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                      mlflow: MlflowResource, sft_dataset: pa.Table,
+                      mlflow: MlflowResource, sft_dataset: pa.Table, dpo_pairs: pa.Table,
                       sampling_policy: ChampionChoice) -> dg.Output[PolicyCheckpoint]:
-    """SFT from the champion (loss on completion tokens only, budget in epochs)."""
+    """The champion trained by ``sft.method``: SFT on the kept set (loss on completion tokens
+    only, budget in epochs), DPO on the pairs, or both."""
     key, champion = context.partition_key, sampling_policy.checkpoint
+    inputs = {"sft": sft_dataset, "champion": champion}
+    if pipeline.ctx.settings.sft.method != "sft":
+        inputs["dpo_pairs"] = dpo_pairs
     record, metrics, reused = run_step(
-        context, pipeline, "policy_checkpoint", {"sft": sft_dataset, "champion": champion},
-        lambda r: training.train_candidate(pipeline.ctx, sft_dataset, champion, key, r))
+        context, pipeline, "policy_checkpoint", inputs,
+        lambda r: training.train_candidate(pipeline.ctx, sft_dataset, champion, key, r,
+                                           dpo_pairs))
     record = mlflow.registered(key, record, context.run_id)
     return output(context, mlflow, record, metrics, policy_id=record.id, reused=reused,
                   parent_policy_id=record.parent_id,
-                  sft_dataset_version=record.sft_dataset_version,
+                  sft_dataset_version=record.sft_dataset_version, method=record.method,
+                  dpo_pairs_version=record.dpo_pairs_version, note=record.note,
                   **{"rs-policy version": record.mlflow_version})
