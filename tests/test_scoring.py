@@ -1,5 +1,6 @@
-"""Cheap scoring (rs_pipeline.scoring) gives today's rewards: sorted batches, shared prompt
-prefix on GPT-2 and Llama decoders (LoRA-wrapped too), each distinct row once; encoders keep the plain path."""
+"""Cheap scoring (rs_pipeline.scoring) gives the plain path's rewards: sorted batches, shared
+prompt prefix on GPT-2 and Llama decoders (LoRA-wrapped too), each distinct row once; encoders
+keep the sorted path."""
 
 import copy
 import random
@@ -16,7 +17,7 @@ def _rows(seed: int = 0, n_prompts: int = 12, n: int = 6):
     """Prompts of mixed lengths with N completions each (duplicates, an empty one, long ones)."""
     rng = random.Random(seed)
     prompts, completions = [], []
-    for p in range(n_prompts):
+    for _ in range(n_prompts):
         prompt = "".join(rng.choice("012") for _ in range(rng.choice([3, 8, 8, 15]))) + "="
         for s in range(n):
             length = rng.choice([0, 1, 4, 8, 8, 30]) if s else 8
