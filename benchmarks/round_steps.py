@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import core_rounds
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -45,56 +47,11 @@ SIZES = {
 SCORING = ("preference_labels", "scores")
 
 
-def bootstrap(ctx) -> None:
-    from rs_pipeline.steps import bootstrap as b
-    from rs_pipeline.steps import judging
-
-    store = ctx.store
-    pool, held, _ = b.prompt_sets(ctx)
-    store.write_table("prompt_pool", pool)
-    store.write_table("eval_prompts", held)
-    base, _ = b.base_policy(ctx, pool)
-    store.write_record("base_policy", base)
-    seed_table, _ = b.seed_preferences(ctx, pool)
-    rm0, _ = judging.train_seed_preference(ctx, base, seed_table)
-    store.write_record("seed_preference_model", rm0)
-
-
-def run_round(ctx, key: str, champion, previous_rm, earlier: list) -> dict:
-    """One round's steps in graph order; returns each step's seconds, scoring counters and
-    outputs."""
-    from rs_pipeline import scoring
-    from rs_pipeline.steps import evaluation, judging, sampling, selection, training
-
-    store, out, secs, counts = ctx.store, {}, {}, {}
-    pool, held = store.read_table("prompt_pool"), store.read_table("eval_prompts")
-
-    def step(name, fn):
-        scoring.reset_stats()
-        t = time.perf_counter()
-        out[name] = fn()
-        secs[name] = time.perf_counter() - t
-        counts[name] = dict(scoring.STATS)
-        return out[name]
-
-    prompts = step("round_prompts", lambda: sampling.round_prompts(ctx, pool, key))
-    gens = step("generations", lambda: sampling.generations(ctx, prompts, champion, key)[0])
-    labels = step("preference_labels", lambda: judging.label_pairs(ctx, gens, previous_rm,
-                                                                   key)[0])
-    rm = step("preference_model", lambda: judging.refresh_preference(
-        ctx, labels, previous_rm, earlier, key)[0])
-    scores = step("scores", lambda: judging.score_generations(ctx, gens, rm)[0])
-    sft = step("sft_dataset", lambda: selection.sft_dataset(ctx, scores)[0])
-    step("dpo_pairs", lambda: selection.dpo_dataset(ctx, scores)[0])
-    cand = step("policy_checkpoint", lambda: training.train_candidate(ctx, sft, champion,
-                                                                      key)[0])
-    ev = step("round_eval", lambda: evaluation.evaluate_round(ctx, cand, champion, rm, held,
-                                                              key)[0])
-    return {"secs": secs, "counts": counts, "out": out, "rm": rm, "labels": labels,
-            "next_champion": cand if ev.decision.promoted else champion}
-
-
 def side(settings: dict, boot: Path, root: Path, enabled: bool) -> dict:
+    """Rounds 1 and 2 on a copy of the bootstrap with the savings on or off; per step of round
+    2 its seconds, scoring counters and output."""
+    from core_rounds import Rounds
+
     from rs_pipeline import scoring
     from rs_pipeline.config import config_from_dict
     from rs_pipeline.context import RunContext
@@ -102,12 +59,15 @@ def side(settings: dict, boot: Path, root: Path, enabled: bool) -> dict:
     home = root / ("after" if enabled else "before")
     shutil.copytree(boot, home)
     scoring.ENABLED = enabled
-    ctx = RunContext(config_from_dict(settings), home)
-    base, rm0 = ctx.store.read_record("base_policy"), ctx.store.read_record(
-        "seed_preference_model")
-    r1 = run_round(ctx, "r0001", base, rm0, [])
-    r2 = run_round(ctx, "r0002", r1["next_champion"], r1["rm"], [r1["labels"]])
-    return {"r1": r1, "r2": r2}
+
+    def counters(_name):
+        scoring.reset_stats()
+        return lambda: dict(scoring.STATS)
+
+    rounds = Rounds(RunContext(config_from_dict(settings), home))
+    rounds.run("r0001")
+    r2 = rounds.run("r0002", counters)
+    return {**r2, "counts": r2["extra"]}
 
 
 def report(name: str, r: dict) -> None:
@@ -135,11 +95,10 @@ def main() -> None:
     try:
         boot = root / "boot"
         t = time.perf_counter()
-        bootstrap(RunContext(config_from_dict(settings), boot))
+        core_rounds.bootstrap(RunContext(config_from_dict(settings), boot))
         print(f"bootstrap (shared, not compared): {time.perf_counter() - t:.1f}s", flush=True)
-        before = side(settings, boot, root, enabled=False)
-        after = side(settings, boot, root, enabled=True)
-        b, a = before["r2"], after["r2"]
+        b = side(settings, boot, root, enabled=False)
+        a = side(settings, boot, root, enabled=True)
         report("before (round 2)", b)
         report("after (round 2)", a)
         same = {"generations": b["out"]["generations"].equals(a["out"]["generations"]),
@@ -151,7 +110,7 @@ def main() -> None:
         diff = max((abs(x - y) for x, y in zip(b["out"]["scores"].column("reward").to_pylist(),
                                                a["out"]["scores"].column("reward").to_pylist())),
                    default=0.0)
-        ev_b, ev_a = b["out"]["round_eval"], a["out"]["round_eval"]
+        ev_b, ev_a = b["out"]["round_eval"], a["out"]["round_eval"]  # evaluations
         print(f"identical: generations {same['generations']}, labelled pairs {ids}, "
               f"sft_dataset {same['sft_dataset']}, gate decision "
               f"{ev_b.decision.promoted == ev_a.decision.promoted}; "
