@@ -91,6 +91,15 @@ def stored_rounds(store: AssetStore) -> list[str]:
     return sorted(keys, key=round_number)
 
 
+def generated_tokens(store: AssetStore, key: str) -> int:
+    """Tokens round ``key`` sampled: its generations' ``num_tokens`` plus the end-of-sequence
+    token of each finished row, as the sampler counts them (0 before its generations exist)."""
+    if not store.exists("generations", key):
+        return 0
+    table = store.read_table("generations", key)
+    return sum(table.column("num_tokens").to_pylist()) + sum(table.column("finished").to_pylist())
+
+
 def read_history(store: AssetStore, current: RoundEvaluation | None = None) -> list[RoundRow]:
     """Every round of the home in order (``current``: an evaluation not stored yet)."""
     keys = stored_rounds(store)
