@@ -109,6 +109,23 @@ def read_history(store: AssetStore, current: RoundEvaluation | None = None) -> l
             for k in keys]
 
 
+def champion_curve(store: AssetStore) -> list[dict]:
+    """The champion's held-out greedy accuracy against the tokens the rounds have generated so
+    far: a start point (the first champion, 0 tokens), then one point per evaluated round."""
+    points, spent = [], 0
+    for row in read_history(store):
+        spent += generated_tokens(store, row.round)
+        if not row.evaluated:
+            continue
+        if not points:
+            points.append({"round": "start", "round_tokens": 0, "tokens": 0, "state": "",
+                           "champion_greedy_acc": row.champion_greedy_acc})
+        champion = row.greedy_acc if row.state == "promoted" else row.champion_greedy_acc
+        points.append({"round": row.round, "round_tokens": generated_tokens(store, row.round),
+                       "tokens": spent, "state": row.state, "champion_greedy_acc": champion})
+    return points
+
+
 def history_frame(rows: list[RoundRow], evaluated_only: bool = True) -> pd.DataFrame:
     """The rows as a DataFrame (by default only rounds that reached evaluation)."""
     rows = [r for r in rows if r.evaluated or not evaluated_only]
