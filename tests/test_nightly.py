@@ -1,7 +1,6 @@
 """The nightly schedule: tested with Dagster's schedule context, and once for real with the daemon
 (with the continuous sensor chaining the next round)."""
 
-import datetime
 import os
 import signal
 import subprocess
@@ -75,16 +74,20 @@ def test_schedule_skips_a_busy_home_resumes_a_dead_round_and_goes_on_after_a_ref
     assert isinstance(req, dg.RunRequest) and req.partition_key == "r0002"
 
 
+def _state(instance, name: str):
+    return next((s for s in instance.all_instigator_state() if s.instigator_name == name), None)
+
+
 def _ticks(instance, name: str, limit: int = 3):
-    state = next(s for s in instance.all_instigator_state() if s.instigator_name == name)
+    state = _state(instance, name)
     return instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=limit)
 
 
 @pytest.mark.slow
 def test_daemon_runs_the_nightly_round_then_chains_a_continuous_one(tiny_home):
-    """dagster-daemon against the temp home: the schedule's one tick starts r0001, the
-    continuous sensor chains r0002 once it ended, then stops at its budget (rounds smaller than
-    TINY's, so the second round costs little)."""
+    """dagster-daemon against the temp home: a tick of an every-minute schedule starts r0001
+    (then the schedule is stopped), the continuous sensor chains r0002 once r0001 ended, then
+    stops at its budget (rounds smaller than TINY's, so the second round costs little)."""
     from rs_pipeline.defs.rounds import round_status
     from rs_pipeline.defs.runner import run_bootstrap
 
@@ -95,9 +98,7 @@ def test_daemon_runs_the_nightly_round_then_chains_a_continuous_one(tiny_home):
     (tiny_home / "rs_pipeline.yaml").write_text(yaml.safe_dump(cfg))
     instance = dg.DagsterInstance.get()
     assert run_bootstrap(instance).success
-    # one tick: the next minute at least 15 s away (the daemon needs a few seconds to start)
-    at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=75)
-    cfg["schedule"] = {"enabled": True, "cron": f"{at.minute} {at.hour} * * *", "timezone": "UTC"}
+    cfg["schedule"] = {"enabled": True, "cron": "* * * * *", "timezone": "UTC"}
     cfg["continuous"] = {"enabled": True, "max_rounds": 2, "interval_seconds": 2}
     (tiny_home / "rs_pipeline.yaml").write_text(yaml.safe_dump(cfg))
     log = open(tiny_home / "daemon.log", "w")
@@ -112,6 +113,11 @@ def test_daemon_runs_the_nightly_round_then_chains_a_continuous_one(tiny_home):
         while time.time() < deadline and not done:
             assert daemon.poll() is None, (tiny_home / "daemon.log").read_text()[-3000:]
             time.sleep(3)
+            nightly = _state(instance, "nightly_round")
+            if nightly and nightly.is_running and instance.get_runs(
+                    dg.RunsFilter(tags={"rs_pipeline/trigger": "nightly"})):
+                # one tick is enough: stopped (as in the UI) before its next minute
+                instance.stop_schedule(nightly.instigator_origin_id, nightly.selector_id)
             done = instance.has_dynamic_partition("rounds", "r0002") and any(
                 budget in (t.skip_reason or "") for t in _ticks(instance, "continuous_rounds"))
         assert done, (tiny_home / "daemon.log").read_text()[-3000:]
@@ -123,6 +129,7 @@ def test_daemon_runs_the_nightly_round_then_chains_a_continuous_one(tiny_home):
                for r in instance.get_run_records(dg.RunsFilter(job_name="round"))}
     runs = {key: r.dagster_run for key, r in records.items()}
     assert sorted(runs) == ["r0001", "r0002"]  # one run each: never two rounds at once
+    assert len(_ticks(instance, "nightly_round", limit=10)) == 1
     assert runs["r0001"].tags["rs_pipeline/trigger"] == "nightly"
     assert runs["r0002"].tags["rs_pipeline/trigger"] == "continuous"
     assert runs["r0002"].tags["dagster/run_key"] == "r0002"
