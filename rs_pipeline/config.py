@@ -325,6 +325,19 @@ class ScheduleConfig:
 
 
 @dataclass
+class ContinuousConfig:
+    """Continuous mode: the continuous_rounds sensor chains rounds back to back (their size is
+    task.round_size and preference.pairs_per_round)."""
+
+    enabled: bool = _f(False, "Start the continuous_rounds sensor running (else off until turned on).")
+    max_rounds: int = _f(0, "Chain no round past this many rounds in the home (0: no limit).", ge=0)
+    max_generated_tokens: int = _f(0, "Chain no round once the home's rounds have generated this "
+                                   "many tokens (0: no limit).", ge=0)
+    interval_seconds: int = _f(30, "How often the sensor looks whether the latest round ended.",
+                               ge=1)
+
+
+@dataclass
 class PipelineConfig:
     """Every setting of a run (one YAML file)."""
 
@@ -343,6 +356,7 @@ class PipelineConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    continuous: ContinuousConfig = field(default_factory=ContinuousConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

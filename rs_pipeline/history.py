@@ -91,6 +91,15 @@ def stored_rounds(store: AssetStore) -> list[str]:
     return sorted(keys, key=round_number)
 
 
+def generated_tokens(store: AssetStore, key: str) -> int:
+    """Tokens round ``key`` sampled: its generations' ``num_tokens`` plus the end-of-sequence
+    token of each finished row, as the sampler counts them (0 before its generations exist)."""
+    if not store.exists("generations", key):
+        return 0
+    table = store.read_table("generations", key)
+    return sum(table.column("num_tokens").to_pylist()) + sum(table.column("finished").to_pylist())
+
+
 def read_history(store: AssetStore, current: RoundEvaluation | None = None) -> list[RoundRow]:
     """Every round of the home in order (``current``: an evaluation not stored yet)."""
     keys = stored_rounds(store)
@@ -98,6 +107,23 @@ def read_history(store: AssetStore, current: RoundEvaluation | None = None) -> l
         keys = sorted([*keys, current.round], key=round_number)
     return [round_row(store, k, current if current is not None and k == current.round else None)
             for k in keys]
+
+
+def champion_curve(store: AssetStore) -> list[dict]:
+    """The champion's held-out greedy accuracy against the tokens the rounds have generated so
+    far: a start point (the first champion, 0 tokens), then one point per evaluated round."""
+    points, spent = [], 0
+    for row in read_history(store):
+        spent += generated_tokens(store, row.round)
+        if not row.evaluated:
+            continue
+        if not points:
+            points.append({"round": "start", "round_tokens": 0, "tokens": 0, "state": "",
+                           "champion_greedy_acc": row.champion_greedy_acc})
+        champion = row.greedy_acc if row.state == "promoted" else row.champion_greedy_acc
+        points.append({"round": row.round, "round_tokens": generated_tokens(store, row.round),
+                       "tokens": spent, "state": row.state, "champion_greedy_acc": champion})
+    return points
 
 
 def history_frame(rows: list[RoundRow], evaluated_only: bool = True) -> pd.DataFrame:

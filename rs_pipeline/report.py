@@ -82,6 +82,22 @@ def lineage_figure(base_id: str, history: pd.DataFrame) -> Figure:
     return fig
 
 
+def continuous_figure(curve: pd.DataFrame) -> Figure:
+    """Champion greedy accuracy against cumulative generated tokens, one step line per ``arm``
+    (``benchmarks/continuous.py``: small continuous rounds against the default rounds)."""
+    fig, ax = _figure(8, 3.8)
+    for arm, rows in curve.groupby("arm", sort=False):
+        ax.step(rows["tokens"], rows["champion_greedy_acc"], where="post", marker="o",
+                label=f"{arm} ({len(rows) - 1} rounds)")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("generated tokens (cumulative)")
+    ax.set_ylabel("champion greedy accuracy")
+    ax.set_title("learning continuously: small rounds against the default rounds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def png_bytes(fig: Figure, dpi: int = 90) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)

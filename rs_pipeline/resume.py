@@ -27,7 +27,7 @@ from rs_pipeline.records import RECORD_TYPES, to_dict
 from rs_pipeline.storage import AssetStore
 
 #: Settings sections that cannot change a step's output (where things live, when rounds run).
-NON_OUTPUT_SETTINGS = ("storage", "schedule", "recovery")
+NON_OUTPUT_SETTINGS = ("storage", "schedule", "continuous", "recovery")
 
 
 class lazy:  # noqa: N801 - used like a function: ``model = lazy(load)``, then ``model()``

@@ -1,4 +1,5 @@
-"""The nightly schedule: tested with Dagster's schedule context, and once for real with the daemon."""
+"""The nightly schedule: tested with Dagster's schedule context, and once for real with the daemon
+(with the continuous sensor chaining the next round)."""
 
 import os
 import signal
@@ -73,15 +74,32 @@ def test_schedule_skips_a_busy_home_resumes_a_dead_round_and_goes_on_after_a_ref
     assert isinstance(req, dg.RunRequest) and req.partition_key == "r0002"
 
 
+def _state(instance, name: str):
+    return next((s for s in instance.all_instigator_state() if s.instigator_name == name), None)
+
+
+def _ticks(instance, name: str, limit: int = 3):
+    state = _state(instance, name)
+    return instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=limit)
+
+
 @pytest.mark.slow
-def test_daemon_tick_launches_a_real_round(tiny_home):
-    """dagster-daemon against the temp home: a real tick of a running every-minute schedule."""
+def test_daemon_runs_the_nightly_round_then_chains_a_continuous_one(tiny_home):
+    """dagster-daemon against the temp home: a tick of an every-minute schedule starts r0001
+    (then the schedule is stopped), the continuous sensor chains r0002 once r0001 ended, then
+    stops at its budget (rounds smaller than TINY's, so the second round costs little)."""
+    from rs_pipeline.defs.rounds import round_status
     from rs_pipeline.defs.runner import run_bootstrap
 
+    cfg = yaml.safe_load((tiny_home / "rs_pipeline.yaml").read_text())
+    cfg["task"].update(round_size=48, eval_size=32, gate_size=32)
+    cfg["policy"]["pretrain_steps"] = 40
+    cfg["preference"].update(seed_pairs=160, pairs_per_round=40, replay_pairs=20)
+    (tiny_home / "rs_pipeline.yaml").write_text(yaml.safe_dump(cfg))
     instance = dg.DagsterInstance.get()
     assert run_bootstrap(instance).success
-    cfg = yaml.safe_load((tiny_home / "rs_pipeline.yaml").read_text())
     cfg["schedule"] = {"enabled": True, "cron": "* * * * *", "timezone": "UTC"}
+    cfg["continuous"] = {"enabled": True, "max_rounds": 2, "interval_seconds": 2}
     (tiny_home / "rs_pipeline.yaml").write_text(yaml.safe_dump(cfg))
     log = open(tiny_home / "daemon.log", "w")
     daemon = subprocess.Popen(
@@ -89,30 +107,50 @@ def test_daemon_tick_launches_a_real_round(tiny_home):
         env={**os.environ, "DAGSTER_HOME": str(tiny_home)}, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True, preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL)
                                                      for s in (signal.SIGINT, signal.SIGTERM)])
+    budget = "continuous mode stopped: round budget spent"
     try:
-        deadline, run = time.time() + 300, None
-        while time.time() < deadline:
+        deadline, done = time.time() + 420, False
+        while time.time() < deadline and not done:
             assert daemon.poll() is None, (tiny_home / "daemon.log").read_text()[-3000:]
-            runs = instance.get_runs(dg.RunsFilter(tags={"rs_pipeline/trigger": "nightly"}))
-            if runs and runs[0].status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
-                run = runs[0]
-                break
             time.sleep(3)
-        assert run is not None, (tiny_home / "daemon.log").read_text()[-3000:]
+            nightly = _state(instance, "nightly_round")
+            if nightly and nightly.is_running and instance.get_runs(
+                    dg.RunsFilter(tags={"rs_pipeline/trigger": "nightly"})):
+                # one tick is enough: stopped (as in the UI) before its next minute
+                instance.stop_schedule(nightly.instigator_origin_id, nightly.selector_id)
+            done = instance.has_dynamic_partition("rounds", "r0002") and any(
+                budget in (t.skip_reason or "") for t in _ticks(instance, "continuous_rounds"))
+        assert done, (tiny_home / "daemon.log").read_text()[-3000:]
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(timeout=30)
-    assert run.tags["dagster/partition"] == "r0001"
     store = AssetStore(str(tiny_home / "assets"))
-    assert store.exists("round_eval", "r0001", "json")  # it ran to evaluation
+    records = {r.dagster_run.tags["dagster/partition"]: r
+               for r in instance.get_run_records(dg.RunsFilter(job_name="round"))}
+    runs = {key: r.dagster_run for key, r in records.items()}
+    assert sorted(runs) == ["r0001", "r0002"]  # one run each: never two rounds at once
+    assert len(_ticks(instance, "nightly_round", limit=10)) == 1
+    assert runs["r0001"].tags["rs_pipeline/trigger"] == "nightly"
+    assert runs["r0002"].tags["rs_pipeline/trigger"] == "continuous"
+    assert runs["r0002"].tags["dagster/run_key"] == "r0002"
+    assert records["r0002"].start_time >= records["r0001"].end_time  # chained: after r0001 ended
+    for key in runs:  # both ran to their gate's decision (promoted or refused)
+        assert round_status(instance, store, key).finished
     base = store.read_record("base_policy")
     assert store.read_record("sampling_policy", "r0001").checkpoint.id == base.id
+    champion = (store.read_record("promotion", "r0001").checkpoint.id
+                if store.exists("promotion", "r0001", "json") else base.id)
+    assert store.read_record("sampling_policy", "r0002").checkpoint.id == champion
+    # refreshed each round: r0002's preference model continues r0001's
+    assert store.read_record("preference_model", "r0002").parent_id == store.read_record(
+        "preference_model", "r0001").id
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{tiny_home / 'mlflow.db'}")
     exp = client.get_experiment_by_name("rs_pipeline")
-    mrun = client.search_runs([exp.experiment_id], "tags.round = 'r0001'")[0]
-    assert mrun.data.tags["dagster_run_id"] == run.run_id
+    for key, run in runs.items():
+        mrun = client.search_runs([exp.experiment_id], f"tags.round = '{key}'")[0]
+        assert mrun.data.tags["dagster_run_id"] == run.run_id
     ckpt = store.read_record("policy_checkpoint", "r0001")
     version = client.search_model_versions(f"name = 'rs-policy' and tag.model_id = '{ckpt.id}'")
     assert version[0].tags["parent_id"] == base.id

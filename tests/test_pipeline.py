@@ -213,19 +213,26 @@ def test_rounds_notebook_executes_and_draws_every_round(two_rounds, monkeypatch,
     out = tmp_path / "notebook"
     monkeypatch.setenv("RS_HOME", str(home))
     monkeypatch.setenv("RS_NOTEBOOK_OUT", str(out))
+    curve = tmp_path / "continuous.csv"  # as benchmarks/continuous.py writes it
+    curve.write_text("arm,round,round_tokens,tokens,state,champion_greedy_acc\n"
+                     "default,start,0,0,,0.3\ndefault,r0001,900,900,promoted,0.8\n"
+                     "continuous,start,0,0,,0.3\ncontinuous,r0001,110,110,refused,0.3\n"
+                     "continuous,r0002,120,230,promoted,0.6\n")
+    monkeypatch.setenv("RS_CONTINUOUS_CURVE", str(curve))
     nb = nbformat.read(root / "notebooks" / "rounds.ipynb", as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(root / "notebooks")}}).execute()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rounds"] == [k for k, _ in results]
-    assert summary["figures"] == ["accuracy_per_round.png", "kept_per_round.png",
-                                  "lineage_chain.png", "reward_distributions.png"]
+    assert summary["figures"] == ["accuracy_per_round.png", "continuous_curve.png",
+                                  "kept_per_round.png", "lineage_chain.png",
+                                  "reward_distributions.png"]
     assert all((out / f).stat().st_size > 5000 for f in summary["figures"])
     table_html = nb.cells[2].outputs[0]["data"]["text/html"]
     assert all(k in table_html for k, _ in results)
     images = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs
               if "image/png" in o.get("data", {})]
-    assert len(images) == 4  # the figures show inline, one per picture cell
+    assert len(images) == 5  # the figures show inline, one per picture cell
     artifacts = root / "test-artifacts" / "notebook"
     shutil.copytree(out, artifacts, dirs_exist_ok=True)
 

@@ -43,6 +43,20 @@ display(fig)"""),
     ("code", """fig = report.lineage_figure(store.read_record("base_policy").id, history)
 fig.savefig(OUT / "lineage_chain.png", dpi=110)
 display(fig)"""),
+    ("md", """Learning continuously: the champion's greedy accuracy against the tokens its rounds
+generated, small rounds chained by continuous mode against the default rounds
+(`benchmarks/continuous.py` writes the curve to `<home>/benchmarks/continuous.csv`, or set
+`RS_CONTINUOUS_CURVE`)."""),
+    ("code", """curve_path = Path(os.environ.get("RS_CONTINUOUS_CURVE",
+                                HOME / "benchmarks" / "continuous.csv"))
+if curve_path.is_file():
+    import pandas as pd
+
+    fig = report.continuous_figure(pd.read_csv(curve_path))
+    fig.savefig(OUT / "continuous_curve.png", dpi=110)
+    display(fig)
+else:
+    print(f"no curve at {curve_path}: run benchmarks/continuous.py")"""),
     ("code", """summary = {"home": str(HOME), "rounds": list(history["round"]),
            "figures": sorted(p.name for p in OUT.glob("*.png"))}
 (OUT / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -1,4 +1,5 @@
-"""The Dagster skin: assets, checks, partitions, resources, IO manager, jobs, schedule, the labels sensor.
+"""The Dagster skin: assets, checks, partitions, resources, IO manager, jobs, schedule, the labels
+and continuous sensors.
 
 Load with ``dagster dev -m rs_pipeline.defs`` (or ``rs-pipeline ui``). The CLI, the UI and the
 schedule all run the two jobs defined here: ``bootstrap`` and ``round``.
@@ -7,6 +8,7 @@ schedule all run the two jobs defined here: ``bootstrap`` and ``round``.
 import dagster as dg
 
 from rs_pipeline.defs.assets import ALL_ASSETS
+from rs_pipeline.defs.continuous import continuous_rounds
 from rs_pipeline.defs.io_manager import ParquetIOManager
 from rs_pipeline.defs.jobs import bootstrap_job, round_job
 from rs_pipeline.defs.labelling import labels_arrived
@@ -24,7 +26,7 @@ def default_resources() -> dict:
 # Steps run in one process (models load once per step, no re-import per step); on a cluster,
 # swap in a k8s/celery executor here.
 defs = dg.Definitions(assets=ALL_ASSETS, jobs=[bootstrap_job, round_job], schedules=[nightly_round],
-                      sensors=[labels_arrived], resources=default_resources(),
+                      sensors=[labels_arrived, continuous_rounds], resources=default_resources(),
                       executor=dg.in_process_executor)
 
 

@@ -13,16 +13,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from rs_pipeline.config import ScheduleConfig
 from rs_pipeline.context import RunContext
 from rs_pipeline.defs.jobs import round_job
-from rs_pipeline.defs.mlflow_resource import MlflowResource
-from rs_pipeline.defs.partitions import add_round
-from rs_pipeline.defs.recovery import recover
+from rs_pipeline.defs.launch import request_round, settings_at_load
 from rs_pipeline.defs.resources import PipelineResource
-from rs_pipeline.defs.rounds import next_action
-from rs_pipeline.errors import InputError
-from rs_pipeline.home_lock import busy, home_lock
 
 
 def local_timezone() -> str:
@@ -38,30 +32,10 @@ def local_timezone() -> str:
 def tick(instance: dg.DagsterInstance, ctx: RunContext) -> dg.RunRequest | dg.SkipReason:
     """The nightly decision: skip while a round runs on the home or a failed round waits for a
     fix; finish an interrupted round; else add the next round and request it."""
-    holder = busy(ctx.home)
-    if holder:
-        return dg.SkipReason(holder)
-    with home_lock(ctx.home, "nightly tick"):
-        recover(instance, ctx, mlflow=MlflowResource(pipeline=PipelineResource()))
-        action = next_action(instance, ctx.store)
-        if action.kind == "blocked":
-            return dg.SkipReason(action.reason)
-        key = add_round(instance, action.key)
-    tags = {"rs_pipeline/round": key, "rs_pipeline/trigger": "nightly"}
-    if action.kind == "resume":
-        tags["rs_pipeline/resumes"] = "true"
-    return dg.RunRequest(partition_key=key, tags=tags)
+    return request_round(instance, ctx, "nightly")
 
 
-def _schedule_settings() -> ScheduleConfig:
-    """The schedule's settings, read when the definitions load (a cron must be known then)."""
-    try:
-        return PipelineResource().ctx.settings.schedule
-    except InputError:  # a bad config is reported when a run starts, not at load
-        return ScheduleConfig()
-
-
-_SETTINGS = _schedule_settings()
+_SETTINGS = settings_at_load().schedule
 
 
 @dg.schedule(

@@ -47,6 +47,7 @@ class Action:
     kind: str  # new | resume | blocked
     key: str
     reason: str = ""
+    state: str = ""  # the latest round's state that decided it (empty for new)
 
 
 def latest_run(instance: dg.DagsterInstance, key: str) -> dg.DagsterRun | None:
@@ -134,18 +135,18 @@ def next_action(instance: dg.DagsterInstance, store: AssetStore) -> Action:
     if keys:
         status = round_status(instance, store, keys[-1])
         if status.state == "waiting":
-            return Action("blocked", status.round, status.reason or "")
+            return Action("blocked", status.round, status.reason or "", status.state)
         if status.state == "labelled":
-            return Action("resume", status.round, status.reason or "")
+            return Action("resume", status.round, status.reason or "", status.state)
         if status.state in ("pending", "interrupted"):
             return Action("resume", status.round, f"round {status.round} was interrupted"
-                          + (f" in {status.step}" if status.step else ""))
+                          + (f" in {status.step}" if status.step else ""), status.state)
         if status.state == "running":
             return Action("blocked", status.round, f"round {status.round} is still running "
-                          f"(run {status.run_id})")
+                          f"(run {status.run_id})", status.state)
         if status.state == "failed":
             return Action("blocked", status.round, (
                 f"round {status.round} failed in {status.step or 'its run'}: {status.error}. "
                 f"Fix the cause, then `rs-pipeline round --rerun {status.round}` re-executes it "
-                "from the failed step"))
+                "from the failed step"), status.state)
     return Action("new", next_round_key(instance))

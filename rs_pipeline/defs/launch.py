@@ -1,0 +1,59 @@
+"""What the nightly schedule and the continuous sensor share: the settings they are defined
+with, and one tick that applies ``rounds.next_action`` and turns it into a run request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+
+import dagster as dg
+
+from rs_pipeline.config import PipelineConfig
+from rs_pipeline.context import RunContext
+from rs_pipeline.defs.labelling import TRIGGER_TAG
+from rs_pipeline.defs.mlflow_resource import MlflowResource
+from rs_pipeline.defs.partitions import add_round
+from rs_pipeline.defs.recovery import recover
+from rs_pipeline.defs.resources import PipelineResource
+from rs_pipeline.defs.rounds import Action, next_action
+from rs_pipeline.errors import InputError
+from rs_pipeline.home_lock import busy, home_lock
+
+
+@cache
+def settings_at_load() -> PipelineConfig:
+    """The settings when the definitions load (a cron, a sensor's interval and whether each
+    starts running must be known then); a bad config is reported when a run starts."""
+    try:
+        return PipelineResource().ctx.settings
+    except InputError:
+        return PipelineConfig()
+
+
+def request_round(instance: dg.DagsterInstance, ctx: RunContext, trigger: str,
+                  decide: Callable[[Action], Action] = lambda action: action, *,
+                  recover_dead: bool = True, run_key: bool = False
+                  ) -> dg.RunRequest | dg.SkipReason:
+    """Skip while a process holds the home; else (after repairing what dead runs left, with
+    ``recover_dead``) take ``next_action``, let ``decide`` block it, add the round partition and
+    request its run, tagged with ``trigger`` (``run_key``: the round's key, so a tick evaluated
+    twice launches it once). Without ``recover_dead`` a tick that only skips never takes the
+    lock, so it cannot make a run that is just starting find the home busy."""
+    holder = busy(ctx.home)
+    if holder:
+        return dg.SkipReason(holder)
+    if not recover_dead:
+        action = decide(next_action(instance, ctx.store))
+        if action.kind == "blocked":
+            return dg.SkipReason(action.reason)
+    with home_lock(ctx.home, f"{trigger} tick"):
+        if recover_dead:
+            recover(instance, ctx, mlflow=MlflowResource(pipeline=PipelineResource()))
+        action = decide(next_action(instance, ctx.store))
+        if action.kind == "blocked":
+            return dg.SkipReason(action.reason)
+        key = add_round(instance, action.key)
+    tags = {"rs_pipeline/round": key, TRIGGER_TAG: trigger}
+    if action.kind == "resume":
+        tags["rs_pipeline/resumes"] = "true"
+    return dg.RunRequest(run_key=key if run_key else None, partition_key=key, tags=tags)
