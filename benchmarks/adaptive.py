@@ -73,7 +73,7 @@ def same_rows(adaptive, plain) -> float:
                for r in rows) / len(rows)
 
 
-def run_task(task: str, size: str, seed: int, waves: dict) -> list[dict]:
+def run_task(task: str, size: str, seed: int, variants: list[dict]) -> list[dict]:
     from rs_pipeline.steps import sampling
 
     root = Path(tempfile.mkdtemp(prefix="rs-adaptive-"))
@@ -86,7 +86,9 @@ def run_task(task: str, size: str, seed: int, waves: dict) -> list[dict]:
         print(f"{task}: base policy and seed preference model in {time.perf_counter() - t:.0f}s",
               flush=True)
         rows, plain = [], None
-        for name, run in (("plain", ctx), ("adaptive", with_settings(ctx, generation=waves))):
+        runs = [("plain", ctx)] + [(_label(w) if len(variants) > 1 else "adaptive",
+                                    with_settings(ctx, generation=w)) for w in variants]
+        for name, run in runs:
             t = time.perf_counter()
             gens, metrics = sampling.generations(run, prompts, base, ROUND, scorer=scorer)
             sft, precision = kept(ctx, gens, scorer)
@@ -103,6 +105,17 @@ def run_task(task: str, size: str, seed: int, waves: dict) -> list[dict]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _label(w: dict) -> str:
+    return f"{w['waves']}/{w['stop_score']}/{w['stop_gain']}"
+
+
+def _variant(text: str) -> dict:
+    """``WAVES/STOP_SCORE/STOP_GAIN`` (``none`` switches a rule off), e.g. ``2,2,4/0.5/none``."""
+    waves, score, gain = text.split("/")
+    num = [None if v.lower() == "none" else float(v) for v in (score, gain)]
+    return {"waves": waves, "stop_score": num[0], "stop_gain": num[1]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", choices=tuple(SIZES), default="full")
@@ -112,13 +125,17 @@ def main() -> None:
     parser.add_argument("--waves", default="2,2,4")
     parser.add_argument("--stop-score", type=float, default=0.5)
     parser.add_argument("--stop-gain", type=float, default=None)
+    parser.add_argument("--variant", action="append", type=_variant,
+                        help="WAVES/STOP_SCORE/STOP_GAIN ('none' for off), repeatable: compare "
+                             "several against one plain run (instead of the three flags above)")
     args = parser.parse_args()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     start = time.perf_counter()
-    waves = {"waves": args.waves, "stop_score": args.stop_score, "stop_gain": args.stop_gain}
-    results = {task: run_task(task, args.size, args.seed, waves)
+    variants = args.variant or [{"waves": args.waves, "stop_score": args.stop_score,
+                                 "stop_gain": args.stop_gain}]
+    results = {task: run_task(task, args.size, args.seed, variants)
                for task in args.task or ["rev8", "addition"]}
     cols = ["task", "method", "rows", "stopped", "tokens", "precision", "greedy", "same_rows",
             "seconds"]
@@ -128,12 +145,14 @@ def main() -> None:
     print()
     for row in [cols, ["-" * w for w in widths], *cells]:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
-    print(f"\n{args.size} size, seed {args.seed}, waves {args.waves}, stop_score "
-          f"{args.stop_score}, stop_gain {args.stop_gain}, {time.perf_counter() - start:.0f}s")
-    for task, (plain, adaptive) in results.items():
-        print(f"{task}: token_ratio={adaptive['tokens'] / plain['tokens']:.3f} "
-              f"precision_delta={adaptive['precision'] - plain['precision']:+.3f} "
-              f"next_round_greedy_delta={adaptive['greedy'] - plain['greedy']:+.3f}")
+    print(f"\n{args.size} size, seed {args.seed}, waves/stop_score/stop_gain "
+          f"{', '.join(_label(w) for w in variants)}, {time.perf_counter() - start:.0f}s")
+    for task, (plain, *adaptive) in results.items():
+        for a in adaptive:
+            name = f" ({a['method']})" if len(adaptive) > 1 else ""
+            print(f"{task}{name}: token_ratio={a['tokens'] / plain['tokens']:.3f} "
+                  f"precision_delta={a['precision'] - plain['precision']:+.3f} "
+                  f"next_round_greedy_delta={a['greedy'] - plain['greedy']:+.3f}")
 
 
 if __name__ == "__main__":
