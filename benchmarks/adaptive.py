@@ -106,14 +106,15 @@ def run_task(task: str, size: str, seed: int, variants: list[dict]) -> list[dict
 
 
 def _label(w: dict) -> str:
-    return f"{w['waves']}/{w['stop_score']}/{w['stop_gain']}"
+    return f"{w['waves']}/{w['stop_score']}/{w['stop_gain']}/{w['stop_margin']}"
 
 
 def _variant(text: str) -> dict:
-    """``WAVES/STOP_SCORE/STOP_GAIN`` (``none`` switches a rule off), e.g. ``2,2,4/0.5/none``."""
-    waves, score, gain = text.split("/")
-    num = [None if v.lower() == "none" else float(v) for v in (score, gain)]
-    return {"waves": waves, "stop_score": num[0], "stop_gain": num[1]}
+    """``WAVES/STOP_SCORE/STOP_GAIN[/STOP_MARGIN]`` (``none`` switches a rule off), e.g.
+    ``2,2,4/none/none/1.0``."""
+    waves, *rules = text.split("/")
+    num = [None if v.lower() == "none" else float(v) for v in rules] + [None] * (3 - len(rules))
+    return {"waves": waves, "stop_score": num[0], "stop_gain": num[1], "stop_margin": num[2]}
 
 
 def main() -> None:
@@ -125,8 +126,9 @@ def main() -> None:
     parser.add_argument("--waves", default="2,2,4")
     parser.add_argument("--stop-score", type=float, default=0.5)
     parser.add_argument("--stop-gain", type=float, default=None)
+    parser.add_argument("--stop-margin", type=float, default=None)
     parser.add_argument("--variant", action="append", type=_variant,
-                        help="WAVES/STOP_SCORE/STOP_GAIN ('none' for off), repeatable: compare "
+                        help="WAVES/STOP_SCORE/STOP_GAIN[/STOP_MARGIN] ('none' for off), repeatable: compare "
                              "several against one plain run (instead of the three flags above)")
     args = parser.parse_args()
     from transformers.utils import logging as hf_logging
@@ -134,7 +136,7 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     start = time.perf_counter()
     variants = args.variant or [{"waves": args.waves, "stop_score": args.stop_score,
-                                 "stop_gain": args.stop_gain}]
+                                 "stop_gain": args.stop_gain, "stop_margin": args.stop_margin}]
     results = {task: run_task(task, args.size, args.seed, variants)
                for task in args.task or ["rev8", "addition"]}
     cols = ["task", "method", "rows", "stopped", "tokens", "precision", "greedy", "same_rows",
@@ -145,7 +147,7 @@ def main() -> None:
     print()
     for row in [cols, ["-" * w for w in widths], *cells]:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
-    print(f"\n{args.size} size, seed {args.seed}, waves/stop_score/stop_gain "
+    print(f"\n{args.size} size, seed {args.seed}, waves/stop_score/stop_gain/stop_margin "
           f"{', '.join(_label(w) for w in variants)}, {time.perf_counter() - start:.0f}s")
     for task, (plain, *adaptive) in results.items():
         for a in adaptive:

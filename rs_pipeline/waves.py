@@ -7,6 +7,10 @@ every prompt first gets the first wave; after each wave the samples are scored a
 - ``generation.stop_score``: its best standardised reward reaches this. Rewards are
   standardised once per round, by the mean and standard deviation of the first wave's rewards
   over all the round's prompts (so a z of 1 is "one spread above a typical first sample");
+- ``generation.stop_margin``: its best standardised reward beats its runner-up (the best
+  *other distinct* completion; copies of the best score exactly the same) by at least this. A
+  preference model that ranks a prompt's own answers well but is not calibrated across prompts
+  (rev8's) decides within a prompt, not against a round-wide bar;
 - ``generation.stop_gain``: the expected gain of the next wave is below this. A prompt's
   standardised rewards are modelled as normal around the mean of those seen, with a spread
   shrunk between its own and the round's pooled within-prompt spread (from the first wave);
@@ -92,6 +96,14 @@ def expected_gain(z: Sequence[float], k: int, within: float) -> float:
     return float(torch.trapezoid(tail, x))
 
 
+def margin(z: Sequence[float], tie: float = 1e-6) -> float:
+    """The best value minus the best one below it by more than ``tie`` (0.0 when every value
+    ties with the best: copies of one completion)."""
+    best = max(z)
+    below = [v for v in z if v < best - tie]
+    return best - max(below) if below else 0.0
+
+
 @dataclass
 class WavePlan:
     """Per prompt: its standardised rewards so far, and whether it stopped."""
@@ -100,6 +112,7 @@ class WavePlan:
     budget: int
     stop_score: float | None
     stop_gain: float | None
+    stop_margin: float | None = None
     scale: Scale | None = None
 
     def __post_init__(self):
@@ -139,6 +152,8 @@ class WavePlan:
 
     def _done(self, z: list[float], k: int) -> bool:
         if self.stop_score is not None and max(z) >= self.stop_score:
+            return True
+        if self.stop_margin is not None and margin(z) >= self.stop_margin:
             return True
         return self.stop_gain is not None and expected_gain(z, k, self.scale.within) < self.stop_gain
 
