@@ -10,7 +10,7 @@ from rs_pipeline.modeling import preference_from_policy
 from rs_pipeline.preference import score
 from rs_pipeline.records import PreferenceCheckpoint
 from rs_pipeline.steps import bootstrap, sampling
-from rs_pipeline.waves import Scale
+from rs_pipeline.waves import Scale, margin
 from tests.conftest import TINY
 
 ROUND = "r0001"
@@ -78,6 +78,26 @@ def test_prompts_whose_best_passes_the_threshold_stop_and_samples_are_plains(wor
     assert metrics["gen/wave2_prompts"] == 24 - len(stops)
     plain_rows = _rows(world["plain"])
     assert all(plain_rows[k] == r for k, r in _rows(table).items())  # a subset of plain's rows
+
+
+def test_the_margin_rule_stops_prompts_whose_best_beats_their_runner_up(world):
+    """``stop_margin``: a prompt stops after wave 1 when its best beats the best other distinct
+    completion by the margin; two copies of one completion tie exactly (margin 0) and go on."""
+    assert margin([1.0, 1.0]) == 0.0 and margin([0.2, 1.0, 1.0]) == pytest.approx(0.8)
+    plain = world["plain"].to_pydict()
+    first = [(p, c) for p, c, s in zip(plain["prompt"], plain["completion"],
+                                       plain["sample_index"]) if s < 2]
+    rewards = score(*world["scorer"], [p for p, _ in first], [c for _, c in first])
+    scale = Scale.of([rewards[i:i + 2] for i in range(0, len(rewards), 2)])
+    gaps = [margin(scale.z(rewards[i:i + 2])) for i in range(0, len(rewards), 2)]
+    same = [first[i][1] == first[i + 1][1] for i in range(0, len(first), 2)]
+    assert all(g == 0.0 for g, s in zip(gaps, same) if s)  # copies score exactly alike
+    cut = sorted(g for g in gaps if g > 0)[0]
+    stops = {pid for pid, g in zip(plain["prompt_id"][::4], gaps) if g >= cut}
+    table, metrics = _adaptive(world, waves="2,2", stop_score=None, stop_margin=cut)
+    got = table.to_pydict()["prompt_id"]
+    assert {pid for pid in set(got) if got.count(pid) == 2} == stops
+    assert metrics["gen/wave1_stopped"] == len(stops) == sum(g > 0 for g in gaps)
 
 
 def test_the_budget_goes_to_the_prompts_still_open_and_a_restart_gives_the_same_rows(world):
