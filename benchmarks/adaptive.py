@@ -33,6 +33,7 @@ from pathlib import Path
 from active_labelling import QUICK, bootstrapped, task_settings, with_settings
 
 ROUND = "r0001"
+RULES = ("stop_score", "stop_gain", "stop_margin", "stop_unanimous")
 SIZES = {
     "smoke": QUICK,
     "full": {"task": {"eval_size": 256, "gate_size": 8, "round_size": 2048},
@@ -106,15 +107,18 @@ def run_task(task: str, size: str, seed: int, variants: list[dict]) -> list[dict
 
 
 def _label(w: dict) -> str:
-    return f"{w['waves']}/{w['stop_score']}/{w['stop_gain']}/{w['stop_margin']}"
+    return "/".join(str(w[k]) for k in ("waves", *RULES))
 
 
 def _variant(text: str) -> dict:
-    """``WAVES/STOP_SCORE/STOP_GAIN[/STOP_MARGIN]`` (``none`` switches a rule off), e.g.
-    ``2,2,4/none/none/1.0``."""
+    """``WAVES/STOP_SCORE/STOP_GAIN[/STOP_MARGIN[/STOP_UNANIMOUS]]`` (``none`` switches a rule
+    off), e.g. ``2,2,4/none/none/0.05/4``."""
     waves, *rules = text.split("/")
-    num = [None if v.lower() == "none" else float(v) for v in rules] + [None] * (3 - len(rules))
-    return {"waves": waves, "stop_score": num[0], "stop_gain": num[1], "stop_margin": num[2]}
+    num = [None if v.lower() == "none" else float(v) for v in rules]
+    num += [None] * (len(RULES) - len(num))
+    if num[3] is not None:
+        num[3] = int(num[3])
+    return {"waves": waves, **dict(zip(RULES, num))}
 
 
 def main() -> None:
@@ -127,16 +131,17 @@ def main() -> None:
     parser.add_argument("--stop-score", type=float, default=0.5)
     parser.add_argument("--stop-gain", type=float, default=None)
     parser.add_argument("--stop-margin", type=float, default=None)
+    parser.add_argument("--stop-unanimous", type=int, default=None)
     parser.add_argument("--variant", action="append", type=_variant,
-                        help="WAVES/STOP_SCORE/STOP_GAIN[/STOP_MARGIN] ('none' for off), repeatable: compare "
-                             "several against one plain run (instead of the three flags above)")
+                        help="WAVES/STOP_SCORE/STOP_GAIN[/STOP_MARGIN[/STOP_UNANIMOUS]] ('none': "
+                             "off), repeatable: compare several against one plain run (instead "
+                             "of the flags above)")
     args = parser.parse_args()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     start = time.perf_counter()
-    variants = args.variant or [{"waves": args.waves, "stop_score": args.stop_score,
-                                 "stop_gain": args.stop_gain, "stop_margin": args.stop_margin}]
+    variants = args.variant or [{"waves": args.waves, **{k: getattr(args, k) for k in RULES}}]
     results = {task: run_task(task, args.size, args.seed, variants)
                for task in args.task or ["rev8", "addition"]}
     cols = ["task", "method", "rows", "stopped", "tokens", "precision", "greedy", "same_rows",
@@ -147,7 +152,7 @@ def main() -> None:
     print()
     for row in [cols, ["-" * w for w in widths], *cells]:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
-    print(f"\n{args.size} size, seed {args.seed}, waves/stop_score/stop_gain/stop_margin "
+    print(f"\n{args.size} size, seed {args.seed}, waves/" + "/".join(RULES) + " "
           f"{', '.join(_label(w) for w in variants)}, {time.perf_counter() - start:.0f}s")
     for task, (plain, *adaptive) in results.items():
         for a in adaptive:

@@ -91,8 +91,8 @@ class GenerationConfig:
     max_new_tokens: int = _f(0, "Longest completion in tokens (0: from the task).", ge=0)
     batch_prompts: int = _f(256, "Prompts per sampling batch (each expanded N times).", ge=1)
     waves: str = _f("", "Adaptive best-of-N: comma-separated wave sizes, e.g. '2,2,4'; a prompt "
-                    "stops once its best is good enough (stop_score/stop_margin/stop_gain), at most n "
-                    "samples per prompt on average. Empty: plain best-of-N.")
+                    "stops once its best is good enough (the stop_* rules), at most n samples per "
+                    "prompt on average. Empty: plain best-of-N.")
     stop_score: float | None = _f(0.5, "Waves: a prompt stops once its best reward, standardised "
                                   "by the first wave's rewards, reaches this (empty: off).")
     stop_gain: float | None = _f(None, "Waves: a prompt stops once the expected gain of another "
@@ -100,6 +100,8 @@ class GenerationConfig:
     stop_margin: float | None = _f(None, "Waves: a prompt stops once its best standardised reward "
                                    "beats its best other distinct completion's by this (empty: "
                                    "off).", ge=0)
+    stop_unanimous: int | None = _f(None, "Waves: a prompt stops once it has at least this many "
+                                    "samples, all the same completion (empty: off).", ge=2)
     engine: Engine = _f("transformers", "Round sampling engine: 'transformers' (in-process) or "
                         "'vllm' (a worker process in its own venv; evaluation stays on "
                         "transformers).")

@@ -11,6 +11,9 @@ every prompt first gets the first wave; after each wave the samples are scored a
   *other distinct* completion; copies of the best score exactly the same) by at least this. A
   preference model that ranks a prompt's own answers well but is not calibrated across prompts
   (rev8's) decides within a prompt, not against a round-wide bar;
+- ``generation.stop_unanimous``: it has at least this many samples and they are all the same
+  completion (they score exactly alike). A policy that says the same thing k times is sure of
+  it, and more samples rarely differ (the adaptive-consistency idea);
 - ``generation.stop_gain``: the expected gain of the next wave is below this. A prompt's
   standardised rewards are modelled as normal around the mean of those seen, with a spread
   shrunk between its own and the round's pooled within-prompt spread (from the first wave);
@@ -113,6 +116,7 @@ class WavePlan:
     stop_score: float | None
     stop_gain: float | None
     stop_margin: float | None = None
+    stop_unanimous: int | None = None
     scale: Scale | None = None
 
     def __post_init__(self):
@@ -154,6 +158,8 @@ class WavePlan:
         if self.stop_score is not None and max(z) >= self.stop_score:
             return True
         if self.stop_margin is not None and margin(z) >= self.stop_margin:
+            return True
+        if self.stop_unanimous and len(z) >= self.stop_unanimous and margin(z) == 0.0:
             return True
         return self.stop_gain is not None and expected_gain(z, k, self.scale.within) < self.stop_gain
 

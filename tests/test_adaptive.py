@@ -100,6 +100,18 @@ def test_the_margin_rule_stops_prompts_whose_best_beats_their_runner_up(world):
     assert metrics["gen/wave1_stopped"] == len(stops) == sum(g > 0 for g in gaps)
 
 
+def test_the_unanimous_rule_stops_prompts_whose_samples_all_agree(world):
+    plain = world["plain"].to_pydict()
+    pids = plain["prompt_id"][::4]
+    agree = {pid for pid, a, b in zip(pids, plain["completion"][::4], plain["completion"][1::4])
+             if a == b}
+    assert 0 < len(agree) < 24
+    table, metrics = _adaptive(world, waves="2,2", stop_score=None, stop_unanimous=2)
+    got = table.to_pydict()["prompt_id"]
+    assert {pid for pid in set(got) if got.count(pid) == 2} == agree
+    assert metrics["gen/wave1_stopped"] == len(agree)
+
+
 def test_the_budget_goes_to_the_prompts_still_open_and_a_restart_gives_the_same_rows(world):
     settings = {"waves": "2,2,4", "stop_score": 1.0}
     ctx = _ctx(world["home"], world["policy"], **settings)

@@ -123,7 +123,8 @@ def adaptive_generations(ctx: RunContext, prompts: pa.Table, policy: PolicyCheck
     sample = _sampler(ctx, prompts, policy, round_key)
     count = len(sample.texts)
     where = {pid: p for p, pid in enumerate(sample.pids)}
-    plan = WavePlan(sizes, g.n * count, g.stop_score, g.stop_gain, g.stop_margin)
+    plan = WavePlan(sizes, g.n * count, g.stop_score, g.stop_gain, g.stop_margin,
+                    g.stop_unanimous)
     model = lazy(lambda: ctx.load_preference(scorer))
     tables, metrics = [], {}
     try:
