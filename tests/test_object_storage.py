@@ -28,8 +28,14 @@ pytestmark = pytest.mark.slow
 BUCKET = "rs-test"
 PREFIX = f"{BUCKET}/rs"
 # a shorter pretraining than TINY's: this test is about where things land, not how good they are
-SETTINGS = {**PROMOTE_ALL, "policy": {**PROMOTE_ALL["policy"], "pretrain_steps": 30},
+SETTINGS = {**PROMOTE_ALL, "task": {**PROMOTE_ALL["task"], "eval_size": 32, "gate_size": 32,
+                                   "round_size": 48},
+            "policy": {**PROMOTE_ALL["policy"], "pretrain_steps": 30},
             "preference": {**PROMOTE_ALL["preference"], "seed_pairs": 120}}
+
+
+# the server's job runner (five worker processes for GenAI jobs) is not used by the pipeline
+SERVER_ONLY = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def _free_port() -> int:
@@ -84,16 +90,18 @@ def servers(tmp_path_factory):
                     [str(mlflow_cli), "server", "--host", "127.0.0.1", "--port", str(port),
                      "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
                      "--artifacts-destination", f"s3://{BUCKET}/mlartifacts"],
-                    env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+                    env={**os.environ, **env, **SERVER_ONLY}, stdout=out, stderr=subprocess.STDOUT,
                     start_new_session=True, preexec_fn=_default_signals)
             url = f"http://127.0.0.1:{port}"
+            import rs_pipeline.cli  # noqa: F401 - the heavy imports, while the server starts
+            import rs_pipeline.defs.runner  # noqa: F401
             _wait_for(f"{url}/health", proc, log)
             yield url
         finally:
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)  # its own session: the server and workers
                 try:
-                    proc.wait(timeout=20)
+                    proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
@@ -136,7 +144,7 @@ def test_a_round_on_s3_and_an_mlflow_server_then_a_new_home_continues_from_the_b
     assert not (home1 / "assets").exists() and not (home1 / "mlflow.db").exists()
     for name in ("round_prompts", "generations", "scores", "sft_dataset", "dpo_pairs"):
         assert fs.exists(f"{PREFIX}/{name}/r0001.parquet"), name
-    assert store.num_rows("generations", "r0001") == 96 * 4
+    assert store.num_rows("generations", "r0001") == 48 * 4
     ckpt1 = store.read_record("policy_checkpoint", "r0001")
     assert fs.exists(f"{PREFIX}/{ckpt1.path}/model.safetensors")
     assert fs.exists(f"{PREFIX}/{ckpt1.path}/config.json")  # the completeness marker
