@@ -297,6 +297,8 @@ class StorageConfig:
 
     base_uri: str | None = _f(None, "Where assets and checkpoints live (path or fsspec URI); empty: "
                               "$DAGSTER_HOME/assets.")
+    endpoint_url: str | None = _f(None, "Endpoint of an S3-compatible store for an s3:// base_uri "
+                                  "(MinIO, Ceph...); empty: $AWS_ENDPOINT_URL, else AWS.")
     mlflow_tracking_uri: str | None = _f(None, "MLflow tracking URI; empty: sqlite in $DAGSTER_HOME.")
     mlflow_experiment: str = _f("rs_pipeline", "MLflow experiment name.")
 

@@ -86,7 +86,8 @@ class RunContext:
 
     @cached_property
     def store(self) -> AssetStore:
-        return AssetStore(self.settings.storage.base_uri or str(self.home / ASSETS_DIR))
+        s = self.settings.storage
+        return AssetStore(s.base_uri or str(self.home / ASSETS_DIR), s.endpoint_url)
 
     @cached_property
     def checkpoints(self) -> CheckpointStore:

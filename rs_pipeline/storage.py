@@ -1,14 +1,21 @@
 """Parquet and JSON files under one base location given as a path or URI (fsspec).
 
 Layout: ``<base>/<asset>.parquet`` or ``<base>/<asset>/<partition>.parquet`` (``.json`` for
-records). Writes go to a temporary name and are then moved into place, so a failed step leaves
-no partial file behind. Tables are checked against ``rs_pipeline.schemas`` both ways; records
-are the typed dataclasses of ``rs_pipeline.records``.
+records). A failed step leaves no partial file behind: on a local disk a write goes to a
+temporary name that is then renamed into place; an object store (``s3://``...) has no rename, so
+there each file is written once, whole, as one PUT (or one multipart upload, which S3 shows only
+when completed). Tables are checked against ``rs_pipeline.schemas`` both ways; records are the
+typed dataclasses of ``rs_pipeline.records``.
+
+``s3://`` needs ``s3fs`` (the ``s3`` extra); credentials and endpoint come from the standard
+variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, a profile...)
+or ``storage.endpoint_url``. Listings are not cached: another machine may write the bucket.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import posixpath
 import uuid
@@ -26,10 +33,29 @@ from rs_pipeline.schemas import check_table
 TMP_PREFIX = ".tmp-"
 
 
+OBJECT_STORES = ("s3", "s3a")
+
+
+def open_filesystem(base_uri: str, endpoint_url: str | None = None):
+    """(filesystem, root path) of ``base_uri``; a missing fsspec backend is one clear error."""
+    protocol = fsspec.core.split_protocol(base_uri)[0]
+    options: dict[str, Any] = {}
+    if protocol in OBJECT_STORES:
+        options["use_listings_cache"] = False
+        if endpoint_url:
+            options["endpoint_url"] = endpoint_url
+    try:
+        return fsspec.core.url_to_fs(base_uri, **options)
+    except ImportError as exc:
+        raise InputError(f"setting storage.base_uri: {base_uri} needs a filesystem package that "
+                         f"is not installed ({exc}); for s3:// pip install 'rs_pipeline[s3]'"
+                         ) from None
+
+
 class AssetStore:
-    def __init__(self, base_uri: str):
+    def __init__(self, base_uri: str, endpoint_url: str | None = None):
         self.base_uri = str(base_uri)
-        self.fs, self.root = fsspec.core.url_to_fs(self.base_uri)
+        self.fs, self.root = open_filesystem(self.base_uri, endpoint_url)
 
     def path(self, asset: str, partition: str | None, ext: str) -> str:
         name = f"{partition}.{ext}" if partition else f"{asset}.{ext}"
@@ -47,8 +73,18 @@ class AssetStore:
         return self.fs.exists(self.path(asset, partition, ext))
 
     def atomic_write(self, path: str, write) -> None:
-        """Write ``path`` through a temporary file moved into place; an unwritable location is
-        one clear error naming it."""
+        """Write ``path`` whole or not at all: locally through a temporary file renamed into
+        place, on an object store as one upload of the finished bytes (nothing is sent if
+        ``write`` fails). An unwritable location is one clear error naming it."""
+        if not self.is_local:
+            buffer = io.BytesIO()
+            write(buffer)
+            try:
+                self.fs.pipe_file(path, buffer.getvalue())
+            except OSError as exc:
+                raise InputError(f"storage {self.uri(path)} is not writable "
+                                 f"({exc.strerror or exc})") from None
+            return
         tmp = posixpath.join(posixpath.dirname(path), f"{TMP_PREFIX}{uuid.uuid4().hex}")
         try:
             self.fs.makedirs(posixpath.dirname(path), exist_ok=True)

@@ -56,3 +56,29 @@ def test_reading_a_file_with_a_wrong_column_names_file_column_and_row(tmp_path):
                    tmp_path / "round_prompts" / "r0002.parquet")
     table = store.read_table("round_prompts", "r0002")  # a float casts to string cleanly
     assert table.column("prompt").to_pylist() == ["3.5"]
+
+
+def test_an_object_store_gets_whole_files_written_once(tmp_path):
+    store = AssetStore(f"memory://store-{tmp_path.name}")  # not local: no rename, one upload
+    store.write_table("round_prompts", _prompts(), "r0001")
+    assert store.read_table("round_prompts", "r0001").equals(_prompts())
+
+    def boom(fh):
+        fh.write(b"partial")
+        raise RuntimeError("serializer failed")
+
+    with pytest.raises(RuntimeError):
+        store.atomic_write(store.path("round_prompts", "r0002", "parquet"), boom)
+    assert store.fs.find(store.root) == [store.path("round_prompts", "r0001", "parquet")]
+    assert store.partitions("round_prompts", "parquet") == ["r0001"]
+
+
+def test_an_s3_uri_without_s3fs_is_one_clear_error(monkeypatch):
+    import fsspec
+
+    def missing(*a, **k):
+        raise ImportError("Install s3fs to access S3")
+
+    monkeypatch.setattr(fsspec.core, "url_to_fs", missing)
+    with pytest.raises(InputError, match=r"storage.base_uri: s3://b/p .*rs_pipeline\[s3\]"):
+        AssetStore("s3://b/p")

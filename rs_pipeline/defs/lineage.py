@@ -7,6 +7,10 @@ the rows' own columns (and the stored records), and MLflow's registry tags.
   sampled from it.
 - ``data_lineage``: an asset partition (optionally one row by prompt or generation id) -> the
   policy that produced it, the preference model that scored it, and that policy's chain.
+
+A home pointed at storage that another home wrote (a shared bucket) has no Dagster events for the
+rounds it did not run: for those the answer comes from the records and MLflow, and names the
+Dagster source in ``absent_sources`` instead of counting it as a disagreement.
 """
 
 from __future__ import annotations
@@ -124,10 +128,12 @@ class Lineage:
             "note": rec.note,
             "promoted": bool(key and self.store.exists("promotion", key, "json")) or key is None,
             "mlflow_version": (mlv or {}).get("version"), "ancestors": self.ancestors(policy_id),
-            "sampled_by_rounds": sampled_by, "sources": sources,
-            "consistent": _agree(sources, ["policy_id", "parent_policy_id", "sft_dataset_version",
-                                           "dpo_pairs_version"])
-            and all(sources["dagster"][f"{a}_data_version"] == v for a, v in trained_on.items()),
+            "sampled_by_rounds": sampled_by, **_without_absent(sources, event),
+            "consistent": _agree(_without_absent(sources, event)["sources"],
+                                 ["policy_id", "parent_policy_id", "sft_dataset_version",
+                                  "dpo_pairs_version"])
+            and (event is None or all(sources["dagster"][f"{a}_data_version"] == v
+                                      for a, v in trained_on.items())),
         }
 
     # --- data --------------------------------------------------------------------------
@@ -170,9 +176,20 @@ class Lineage:
             "policy_mlflow_version": (pol_v or {}).get("version"),
             "reward_model_mlflow_version": (rm_v or {}).get("version"),
             "policy_ancestors": self.ancestors(pid) if isinstance(pid, str) else [],
-            "sources": sources,
-            "consistent": _agree(sources, ["policy_id", "reward_model_id"]),
+            **_without_absent(sources, event),
+            "consistent": _agree(_without_absent(sources, event)["sources"],
+                                 ["policy_id", "reward_model_id"]),
         }
+
+
+def _without_absent(sources: dict, event) -> dict:
+    """``{"sources": ...}``, without the Dagster source when this home has no event for the
+    partition (it was written by another home sharing the storage), named in
+    ``absent_sources``."""
+    if event is not None:
+        return {"sources": sources}
+    return {"sources": {k: v for k, v in sources.items() if k != "dagster"},
+            "absent_sources": ["dagster"]}
 
 
 def _agree(sources: dict, fields: list[str]) -> bool:

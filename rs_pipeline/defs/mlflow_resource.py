@@ -1,5 +1,9 @@
 """The one place MLflow is reached: one MLflow run per round, the model registry and aliases.
 
+``storage.mlflow_tracking_uri`` empty: a SQLite store in the home; ``http://...``: a shared
+``mlflow server`` (runs, registry and aliases there; the registered sources are the checkpoint
+folders in the storage, e.g. ``s3://...``).
+
 Every round's run is a child of one ``history`` run per experiment; each metric is logged on the
 round's run and on the history run with ``step`` = the round number, so MLflow's own charts show
 every metric per round. A checkpoint is registered once, as a model version whose source is the
@@ -52,6 +56,9 @@ class MlflowResource(dg.ConfigurableResource):
             create_store_atomically(Path(uri[len("sqlite:///"):]))
         mlflow.set_tracking_uri(uri)
         logging.getLogger("mlflow").setLevel(logging.ERROR)
+        # with a server, MLflow prints a "View run" link per finished run on stdout (which
+        # would break e.g. `rs-pipeline lineage --json`): the runs' links are in asset metadata
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         return mlflow.MlflowClient(uri)
 
     def _experiment_id(self, client) -> str:
@@ -142,7 +149,9 @@ class MlflowResource(dg.ConfigurableResource):
 
     def run_url(self, run_id: str) -> str:
         exp_id = self.client().get_run(run_id).info.experiment_id
-        return f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs/{run_id}"
+        uri = self.pipeline.ctx.mlflow_tracking_uri
+        ui = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+        return f"{ui}/#/experiments/{exp_id}/runs/{run_id}"
 
     def register(self, round_key: str, record: PolicyCheckpoint | PreferenceCheckpoint,
                  dagster_run_id: str | None) -> str:

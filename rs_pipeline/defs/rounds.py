@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from rs_pipeline.defs.labelling import waiting_request
-from rs_pipeline.defs.partitions import existing_rounds, next_round_key
+from rs_pipeline.defs.partitions import adopt_stored_rounds, existing_rounds, next_round_key
 from rs_pipeline.defs.recovery import CRASHED_TAG, IN_FLIGHT
 from rs_pipeline.history import round_row
 from rs_pipeline.storage import AssetStore
@@ -125,12 +125,14 @@ def round_status(instance: dg.DagsterInstance, store: AssetStore, key: str) -> R
 
 
 def all_statuses(instance: dg.DagsterInstance, store: AssetStore) -> list[RoundStatus]:
+    adopt_stored_rounds(instance, store)
     return [round_status(instance, store, k) for k in existing_rounds(instance)]
 
 
 def next_action(instance: dg.DagsterInstance, store: AssetStore) -> Action:
     """What the next ``demo``/``round``/tick does: resume the latest round, refuse to stack on a
     failed one, or start a new round (its key not yet added)."""
+    adopt_stored_rounds(instance, store)
     keys = existing_rounds(instance)
     if keys:
         status = round_status(instance, store, keys[-1])

@@ -7,7 +7,7 @@ import dagster as dg
 from dagster._core.storage.tags import TAGS_TO_MAYBE_OMIT_ON_RETRY
 
 from rs_pipeline.defs import job, round_job_def
-from rs_pipeline.defs.partitions import add_round
+from rs_pipeline.defs.partitions import add_round, adopt_stored_rounds
 from rs_pipeline.defs.recovery import CRASHED_TAG, owner_tags
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -26,6 +26,9 @@ def run_round(instance: dg.DagsterInstance, key: str | None = None,
     A round the gate refuses ends with a failed blocking check: the run fails, the candidate and
     its evaluation stay on record, and no promotion is materialized.
     """
+    from rs_pipeline.context import load_context
+
+    adopt_stored_rounds(instance, load_context().store)  # rounds another home left in storage
     key = add_round(instance, key)
     result = job("round").execute_in_process(
         instance=instance, partition_key=key, run_config=QUIET if quiet else None,

@@ -4,7 +4,7 @@ import dagster as dg
 import pyarrow as pa
 
 from rs_pipeline.defs.assets.monitors import monitor_check_results, monitor_check_specs
-from rs_pipeline.defs.history import preference_before
+from rs_pipeline.defs.history import materialized_rounds, preference_before
 from rs_pipeline.defs.metadata import numeric, output, picture
 from rs_pipeline.defs.mlflow_resource import MlflowResource
 from rs_pipeline.defs.partitions import ROUNDS
@@ -114,14 +114,14 @@ def round_eval(context: dg.AssetExecutionContext, pipeline: PipelineResource,
 
 
 @dg.asset(partitions_def=ROUNDS, group_name=ROUND)
-def promotion(context: dg.AssetExecutionContext, mlflow: MlflowResource,
-              round_eval: RoundEvaluation,
+def promotion(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+              mlflow: MlflowResource, round_eval: RoundEvaluation,
               policy_checkpoint: PolicyCheckpoint) -> dg.Output[Promotion]:
     """The candidate becomes the champion (runs only when the blocking gate checks pass); the
     next round samples from it. MLflow alias ``rs-policy@champion`` follows."""
     key = context.partition_key
     record = evaluation.promote(round_eval, policy_checkpoint)
-    promoted = {*context.instance.get_materialized_partitions(dg.AssetKey("promotion")), key}
+    promoted = {*materialized_rounds(context.instance, pipeline.ctx.store, "promotion"), key}
     latest = max(promoted, key=round_number)
     if latest == key:  # the champion is the latest promotion by round order, never an older one
         mlflow.set_champion(policy_checkpoint.mlflow_version)
