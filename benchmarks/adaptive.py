@@ -18,8 +18,10 @@ held-out eval prompts. Measured:
 Ends with one line per task, ``<task>: token_ratio=<adaptive/plain tokens>
 precision_delta=<adaptive - plain precision> next_round_greedy_delta=<adaptive - plain greedy>``.
 Run: ``python benchmarks/adaptive.py [--size smoke|full] [--task rev8|addition] [--seed S]
-[--waves 2,2,4] [--stop-score Z] [--stop-gain G]`` (``smoke``: tiny models and a 128-prompt round,
-about a minute per task on 2 cores).
+[--waves 2,2,4] [--stop-score Z] [--stop-gain G] [--stop-margin M] [--stop-unanimous K]
+[--variant W/Z/G/M/K ...]`` (defaults: the settings' defaults; ``--variant``, repeatable,
+compares several rule sets against one plain run; ``smoke``: tiny models and a 128-prompt
+round, about a minute per task on 2 cores).
 """
 
 from __future__ import annotations
@@ -128,9 +130,9 @@ def main() -> None:
                         help="one task (repeatable); default both")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--waves", default="2,2,4")
-    parser.add_argument("--stop-score", type=float, default=0.5)
+    parser.add_argument("--stop-score", type=float, default=None)
     parser.add_argument("--stop-gain", type=float, default=None)
-    parser.add_argument("--stop-margin", type=float, default=None)
+    parser.add_argument("--stop-margin", type=float, default=0.05)
     parser.add_argument("--stop-unanimous", type=int, default=None)
     parser.add_argument("--variant", action="append", type=_variant,
                         help="WAVES/STOP_SCORE/STOP_GAIN[/STOP_MARGIN[/STOP_UNANIMOUS]] ('none': "

@@ -93,11 +93,11 @@ class GenerationConfig:
     waves: str = _f("", "Adaptive best-of-N: comma-separated wave sizes, e.g. '2,2,4'; a prompt "
                     "stops once its best is good enough (the stop_* rules), at most n samples per "
                     "prompt on average. Empty: plain best-of-N.")
-    stop_score: float | None = _f(0.5, "Waves: a prompt stops once its best reward, standardised "
+    stop_score: float | None = _f(None, "Waves: a prompt stops once its best reward, standardised "
                                   "by the first wave's rewards, reaches this (empty: off).")
     stop_gain: float | None = _f(None, "Waves: a prompt stops once the expected gain of another "
                                  "wave (standardised units) is below this (empty: off).", ge=0)
-    stop_margin: float | None = _f(None, "Waves: a prompt stops once its best standardised reward "
+    stop_margin: float | None = _f(0.05, "Waves: a prompt stops once its best standardised reward "
                                    "beats its best other distinct completion's by this (empty: "
                                    "off).", ge=0)
     stop_unanimous: int | None = _f(None, "Waves: a prompt stops once it has at least this many "

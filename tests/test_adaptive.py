@@ -19,7 +19,8 @@ ROUND = "r0001"
 def _ctx(home, policy, **generation):
     return RunContext(config_from_dict(merge(TINY, {
         "policy": {"base_path": str(policy)}, "task": {"round_size": 24},
-        "generation": {"n": 4, **generation}, "recovery": {"shard_prompts": 10}})), home)
+        "generation": {"n": 4, "stop_margin": None, **generation},
+        "recovery": {"shard_prompts": 10}})), home)
 
 
 @pytest.fixture(scope="module")
