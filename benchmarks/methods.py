@@ -48,7 +48,7 @@ VARIANTS: dict[str, dict] = {
     "length_penalty=0.1": {"selection": {"length_penalty": 0.1}},
     "best_ever": {"selection": {"best_ever": True}},
     "random (baseline)": {"selection": {"rule": "random"}},
-    "adaptive 2+2+4": {"generation": {"waves": "2,2,4"}},
+    "adaptive 2+2+4": {"generation": {"waves": "2,2,4", "stop_score": 0.5, "stop_margin": None}},
 }
 SIZES = {
     "demo": {},
