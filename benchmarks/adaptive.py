@@ -19,9 +19,9 @@ Ends with one line per task, ``<task>: token_ratio=<adaptive/plain tokens>
 precision_delta=<adaptive - plain precision> next_round_greedy_delta=<adaptive - plain greedy>``.
 Run: ``python benchmarks/adaptive.py [--size smoke|full] [--task rev8|addition] [--seed S]
 [--waves 2,2,4] [--stop-score Z] [--stop-gain G] [--stop-margin M] [--stop-unanimous K]
-[--variant W/Z/G/M/K ...]`` (defaults: the settings' defaults; ``--variant``, repeatable,
-compares several rule sets against one plain run; ``smoke``: tiny models and a 128-prompt
-round, about a minute per task on 2 cores).
+[--stop-loser-quantile Q] [--variant W/Z/G/M/K/Q ...]`` (defaults: the settings' defaults;
+``--variant``, repeatable, compares several rule sets against one plain run; ``smoke``: tiny
+models and a 128-prompt round, about a minute per task on 2 cores).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pathlib import Path
 from active_labelling import QUICK, bootstrapped, task_settings, with_settings
 
 ROUND = "r0001"
-RULES = ("stop_score", "stop_gain", "stop_margin", "stop_unanimous")
+RULES = ("stop_score", "stop_gain", "stop_margin", "stop_unanimous", "stop_loser_quantile")
 SIZES = {
     "smoke": QUICK,
     "full": {"task": {"eval_size": 256, "gate_size": 8, "round_size": 2048},
@@ -113,8 +113,8 @@ def _label(w: dict) -> str:
 
 
 def _variant(text: str) -> dict:
-    """``WAVES/STOP_SCORE/STOP_GAIN[/STOP_MARGIN[/STOP_UNANIMOUS]]`` (``none`` switches a rule
-    off), e.g. ``2,2,4/none/none/0.05/4``."""
+    """``WAVES/STOP_SCORE/STOP_GAIN[/STOP_MARGIN[/STOP_UNANIMOUS[/STOP_LOSER_QUANTILE]]]``
+    (``none`` switches a rule off), e.g. ``2,2,4/none/none/0.05/none/0.99``."""
     waves, *rules = text.split("/")
     num = [None if v.lower() == "none" else float(v) for v in rules]
     num += [None] * (len(RULES) - len(num))
@@ -134,10 +134,11 @@ def main() -> None:
     parser.add_argument("--stop-gain", type=float, default=None)
     parser.add_argument("--stop-margin", type=float, default=0.05)
     parser.add_argument("--stop-unanimous", type=int, default=None)
+    parser.add_argument("--stop-loser-quantile", type=float, default=None)
     parser.add_argument("--variant", action="append", type=_variant,
-                        help="WAVES/STOP_SCORE/STOP_GAIN[/STOP_MARGIN[/STOP_UNANIMOUS]] ('none': "
-                             "off), repeatable: compare several against one plain run (instead "
-                             "of the flags above)")
+                        help="WAVES/Z/G[/M[/K[/Q]]]: stop_score, stop_gain, stop_margin, "
+                             "stop_unanimous, stop_loser_quantile ('none': off), repeatable: "
+                             "compare several against one plain run (instead of the flags above)")
     args = parser.parse_args()
     from transformers.utils import logging as hf_logging
 

@@ -102,6 +102,10 @@ class GenerationConfig:
                                    "off).", ge=0)
     stop_unanimous: int | None = _f(None, "Waves: a prompt stops once it has at least this many "
                                     "samples, all the same completion (empty: off).", ge=2)
+    stop_loser_quantile: float | None = _f(None, "Waves: a prompt stops once its best is above "
+                                           "this quantile of the round's losers (samples that "
+                                           "scored below another answer of their prompt) "
+                                           "(empty: off).", gt=0, le=1)
     engine: Engine = _f("transformers", "Round sampling engine: 'transformers' (in-process) or "
                         "'vllm' (a worker process in its own venv; evaluation stays on "
                         "transformers).")

@@ -12,8 +12,9 @@ measured ~1e-7 in fp32, tested at 1e-5):
   alone on that cache. Encoders (CLS pooling: MiniLM, BERT) read prompt and completion together
   and keep the sorted path.
 
-Reproducible: the batches are a function of the call's rows in their order only (no cache
-across calls), so a step re-run after a crash scores bit for bit as the first run did. LoRA
+Reproducible: the batches are a function of the *set* of the call's rows only (not their order;
+no cache across calls), so a step re-run after a crash scores bit for bit as the first run did,
+and a pair scored as (a, b) or (b, a) gets the same two rewards. LoRA
 (peft) preference models share the prefix through their wrapped body and head.
 
 ``ENABLED = False`` switches all three off (the plain path: 1,024-row batches in the given
@@ -89,7 +90,7 @@ def score_heads(model, tokenizer, prompts: Sequence[str], completions: Sequence[
         return plain_heads(model, tokenizer, prompts, completions, batch_size)
     model.eval()
     keys = list(zip(prompts, completions))
-    distinct = list(dict.fromkeys(keys))
+    distinct = sorted(set(keys))  # the batches depend on the set of rows, not their order
     STATS["requested"] += len(keys)
     STATS["distinct"] += len(distinct)
     STATS["scored"] += len(distinct)

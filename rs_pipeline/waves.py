@@ -14,6 +14,10 @@ every prompt first gets the first wave; after each wave the samples are scored a
 - ``generation.stop_unanimous``: it has at least this many samples and they are all the same
   completion (they score exactly alike). A policy that says the same thing k times is sure of
   it, and more samples rarely differ (the adaptive-consistency idea);
+- ``generation.stop_loser_quantile``: its best standardised reward is above this quantile of
+  the round's *losers* so far (samples that scored below a distinct completion of their own
+  prompt): an empirical bar for "better than the wrong answers" that needs no calibration of
+  the model's scale across prompts, for prompts whose samples all agree;
 - ``generation.stop_gain``: the expected gain of the next wave is below this. A prompt's
   standardised rewards are modelled as normal around the mean of those seen, with a spread
   shrunk between its own and the round's pooled within-prompt spread (from the first wave);
@@ -117,6 +121,7 @@ class WavePlan:
     stop_gain: float | None
     stop_margin: float | None = None
     stop_unanimous: int | None = None
+    stop_loser_quantile: float | None = None
     scale: Scale | None = None
 
     def __post_init__(self):
@@ -150,9 +155,25 @@ class WavePlan:
         if wave + 1 >= len(self.sizes):
             return 0
         k = self.sizes[wave + 1]
-        stop = {p for p in rewards if self._done(self.z[p], k)}
+        bar = self._loser_bar()
+        stop = {p for p in rewards if self._done(self.z[p], k)
+                or (bar is not None and max(self.z[p]) > bar)}
         self.stopped |= stop
         return len(stop)
+
+    def _loser_bar(self) -> float | None:
+        """The ``stop_loser_quantile`` quantile of the round's *losers* so far: every sample that
+        scored below a distinct completion of its own prompt (by more than a tie). Where the
+        model ranks a prompt's answers well, losers are wrong answers, so a best above most of
+        them is likely right even when the prompt's samples all agree. None until there are
+        losers (or with the rule off)."""
+        if self.stop_loser_quantile is None:
+            return None
+        losers = [v for z in self.z.values() for v in z if v < max(z) - 1e-6]
+        if not losers:
+            return None
+        return float(torch.quantile(torch.tensor(losers, dtype=torch.float64),
+                                    self.stop_loser_quantile))
 
     def _done(self, z: list[float], k: int) -> bool:
         if self.stop_score is not None and max(z) >= self.stop_score:

@@ -149,3 +149,18 @@ def test_bad_wave_settings_are_refused_naming_the_setting(generation, says):
     with pytest.raises(InputError) as err:
         require_settings(settings)
     assert "setting generation.waves: " in str(err.value) and says in str(err.value)
+
+
+def test_the_loser_rule_stops_agreeing_prompts_above_the_rounds_wrong_answers():
+    """``stop_loser_quantile``: losers are samples below a distinct answer of their own prompt;
+    a prompt whose best (even a unanimous one) is above that quantile of them stops."""
+    from rs_pipeline.waves import WavePlan
+
+    rewards = {0: [3.0, 0.0], 1: [2.0, 1.0], 2: [2.5, 2.5], 3: [0.5, 0.5], 4: [1.2, 1.2]}
+    plan = WavePlan([2, 2], budget=100, stop_score=None, stop_gain=None, stop_loser_quantile=1.0)
+    assert plan.add(0, rewards) == 4  # above the best loser (1.0): all but prompt 3
+    assert plan.stopped == {0, 1, 2, 4}
+    losers = sorted([plan.z[0][1], plan.z[1][1]])
+    assert plan._loser_bar() == pytest.approx(losers[1])
+    none = WavePlan([2, 2], budget=100, stop_score=None, stop_gain=None, stop_loser_quantile=0.5)
+    assert none.add(0, {0: [1.0, 1.0], 1: [2.0, 2.0]}) == 0  # no losers yet: no bar

@@ -90,6 +90,8 @@ def test_the_same_rows_score_bit_for_bit_the_same_and_duplicates_tie_exactly(gpt
     scoring.score_heads(model, tok, prompts[:7], completions[:7], batch_size=5)  # other work
     again = scoring.score_heads(model, tok, prompts, completions, batch_size=5)
     assert torch.equal(first, again)
+    backwards = scoring.score_heads(model, tok, prompts[::-1], completions[::-1], batch_size=5)
+    assert torch.equal(backwards.flip(0), first)  # the set of rows decides, not their order
     copies = [i for i in range(len(prompts)) if i % 6 == 3]  # _rows' duplicate of the row before
     assert all(torch.equal(first[i], first[i - 1]) for i in copies)
 

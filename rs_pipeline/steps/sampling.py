@@ -124,7 +124,7 @@ def adaptive_generations(ctx: RunContext, prompts: pa.Table, policy: PolicyCheck
     count = len(sample.texts)
     where = {pid: p for p, pid in enumerate(sample.pids)}
     plan = WavePlan(sizes, g.n * count, g.stop_score, g.stop_gain, g.stop_margin,
-                    g.stop_unanimous)
+                    g.stop_unanimous, g.stop_loser_quantile)
     model = lazy(lambda: ctx.load_preference(scorer))
     tables, metrics = [], {}
     try:
