@@ -25,8 +25,9 @@ from tests.conftest import TINY
 
 # small shards and frequent trainer checkpoints, so kills land between committed pieces of work
 FAULTY = merge(TINY, {"recovery": {"shard_prompts": 32, "checkpoint_steps": 10}})
-KILL_IN = ["base_policy", "seed_preference_model", "generations", "preference_model",
-           "policy_checkpoint", "round_eval"]
+# the round's model steps (the bootstrap's trainers resume by the same trainer checkpoints as
+# policy_checkpoint; tools/kill_trials.py kills at random moments across bootstrap and rounds)
+KILL_IN = ["generations", "preference_model", "policy_checkpoint", "round_eval"]
 INTERRUPT_IN = "preference_model"  # this one gets Ctrl-C (SIGINT) instead of SIGKILL
 
 
