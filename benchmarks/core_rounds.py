@@ -13,6 +13,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+#: A smoke size for the benchmarks built on these rounds: the test settings' tiny model.
+TINY = {"task": {"eval_size": 64, "gate_size": 64, "round_size": 96},
+        "policy": {"pretrain_steps": 60, "pretrain_batch_size": 64, "n_layer": 2,
+                   "n_embd": 64, "n_head": 2, "pretrain_lr": 3e-3},
+        "generation": {"n": 4, "batch_prompts": 64},
+        "preference": {"seed_pairs": 300, "pairs_per_round": 80, "replay_pairs": 40,
+                       "batch_size": 32, "heldout_fraction": 0.25},
+        "sft": {"batch_size": 32}, "dpo": {"batch_size": 32}, "gate": {"min_pair_acc": 0.0}}
+
 
 def bootstrap(ctx) -> None:
     from rs_pipeline.steps import bootstrap as b

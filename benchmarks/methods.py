@@ -54,14 +54,7 @@ SIZES = {
     "demo": {},
     "quick": {"task": {"eval_size": 256, "gate_size": 256, "round_size": 512},
               "preference": {"seed_pairs": 3000, "pairs_per_round": 500, "replay_pairs": 500}},
-    "tiny": {"task": {"eval_size": 48, "gate_size": 48, "round_size": 64},
-             "policy": {"pretrain_steps": 60, "pretrain_batch_size": 64, "n_layer": 2,
-                        "n_embd": 64, "n_head": 2, "pretrain_lr": 3e-3},
-             "generation": {"n": 4, "batch_prompts": 64},
-             "preference": {"seed_pairs": 300, "pairs_per_round": 60, "replay_pairs": 30,
-                            "batch_size": 32, "heldout_fraction": 0.25},
-             "sft": {"batch_size": 32}, "dpo": {"batch_size": 32},
-             "gate": {"min_pair_acc": 0.0}},
+    "tiny": core_rounds.TINY,
 }
 
 

@@ -36,13 +36,7 @@ SIZES = {
     "demo": {},
     "quick": {"task": {"eval_size": 128, "gate_size": 128, "round_size": 512},
               "preference": {"seed_pairs": 1500, "pairs_per_round": 500}},
-    "tiny": {"task": {"eval_size": 64, "gate_size": 64, "round_size": 96},
-             "policy": {"pretrain_steps": 60, "pretrain_batch_size": 64, "n_layer": 2,
-                        "n_embd": 64, "n_head": 2, "pretrain_lr": 3e-3},
-             "generation": {"n": 4, "batch_prompts": 64},
-             "preference": {"seed_pairs": 300, "pairs_per_round": 80, "replay_pairs": 40,
-                            "batch_size": 32, "heldout_fraction": 0.25},
-             "sft": {"batch_size": 32}, "gate": {"min_pair_acc": 0.0}},
+    "tiny": core_rounds.TINY,
 }
 SCORING = ("preference_labels", "scores")
 

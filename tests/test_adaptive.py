@@ -46,6 +46,17 @@ def _adaptive(world, resume=None, **generation):
                                 scorer=world["rm"])
 
 
+def _first_wave(world):
+    """The plain table, its first two samples per prompt and their standardised rewards per
+    prompt, as the first wave of ``2,...`` sees them."""
+    plain = world["plain"].to_pydict()
+    first = [(p, c) for p, c, s in zip(plain["prompt"], plain["completion"],
+                                       plain["sample_index"]) if s < 2]
+    rewards = score(*world["scorer"], [p for p, _ in first], [c for _, c in first])
+    scale = Scale.of([rewards[i:i + 2] for i in range(0, len(rewards), 2)])
+    return plain, first, [scale.z(rewards[i:i + 2]) for i in range(0, len(rewards), 2)]
+
+
 def _rows(table):
     return {(r["prompt_id"], r["sample_index"]): r for r in table.to_pylist()}
 
@@ -61,12 +72,8 @@ def test_default_is_plain_best_of_n_and_waves_without_stopping_reproduce_it(worl
 
 
 def test_prompts_whose_best_passes_the_threshold_stop_and_samples_are_plains(world):
-    plain = world["plain"].to_pydict()
-    first = [(p, c) for p, c, s in zip(plain["prompt"], plain["completion"],
-                                       plain["sample_index"]) if s < 2]
-    rewards = score(*world["scorer"], [p for p, _ in first], [c for _, c in first])
-    scale = Scale.of([rewards[i:i + 2] for i in range(0, len(rewards), 2)])
-    best = [max(scale.z(rewards[i:i + 2])) for i in range(0, len(rewards), 2)]
+    plain, _, z = _first_wave(world)
+    best = [max(v) for v in z]
     threshold = sorted(best)[len(best) // 2]  # about half the prompts stop after wave 1
     stops = {pid for pid, b in zip(plain["prompt_id"][::4], best) if b >= threshold}
     table, metrics = _adaptive(world, waves="2,2", stop_score=threshold)
@@ -85,12 +92,8 @@ def test_the_margin_rule_stops_prompts_whose_best_beats_their_runner_up(world):
     """``stop_margin``: a prompt stops after wave 1 when its best beats the best other distinct
     completion by the margin; two copies of one completion tie exactly (margin 0) and go on."""
     assert margin([1.0, 1.0]) == 0.0 and margin([0.2, 1.0, 1.0]) == pytest.approx(0.8)
-    plain = world["plain"].to_pydict()
-    first = [(p, c) for p, c, s in zip(plain["prompt"], plain["completion"],
-                                       plain["sample_index"]) if s < 2]
-    rewards = score(*world["scorer"], [p for p, _ in first], [c for _, c in first])
-    scale = Scale.of([rewards[i:i + 2] for i in range(0, len(rewards), 2)])
-    gaps = [margin(scale.z(rewards[i:i + 2])) for i in range(0, len(rewards), 2)]
+    plain, first, z = _first_wave(world)
+    gaps = [margin(v) for v in z]
     same = [first[i][1] == first[i + 1][1] for i in range(0, len(first), 2)]
     assert all(g == 0.0 for g, s in zip(gaps, same) if s)  # copies score exactly alike
     cut = sorted(g for g in gaps if g > 0)[0]
