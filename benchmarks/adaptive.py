@@ -63,10 +63,6 @@ def greedy_after_sft(ctx, sft, base, prompts: list[str]) -> float:
     return sum(ctx.task.verify(p, c) > 0 for p, c in zip(prompts, done)) / len(prompts)
 
 
-def tokens(table) -> int:
-    return sum(table.column("num_tokens").to_pylist()) + sum(table.column("finished").to_pylist())
-
-
 def same_rows(adaptive, plain) -> float:
     """Share of adaptive rows equal (completion and seed) to plain's row of the same index."""
     key = ("prompt_id", "sample_index")
@@ -97,7 +93,7 @@ def run_task(task: str, size: str, seed: int, variants: list[dict]) -> list[dict
             sft, precision = kept(ctx, gens, scorer)
             plain = gens if name == "plain" else plain
             rows.append({"task": task, "method": name, "rows": gens.num_rows,
-                         "tokens": tokens(gens), "precision": precision,
+                         "tokens": sampling.generated_tokens(gens), "precision": precision,
                          "greedy": greedy_after_sft(ctx, sft, base, evals),
                          "same_rows": same_rows(gens, plain),
                          "stopped": metrics.get("gen/stopped_prompts", 0),

@@ -61,7 +61,7 @@ SIZES = {
 def run_variant(settings: dict, boot: Path, home: Path, rounds: int) -> list[dict]:
     from rs_pipeline.config import config_from_dict
     from rs_pipeline.context import RunContext
-    from rs_pipeline.steps.sampling import _tokens
+    from rs_pipeline.steps.sampling import generated_tokens
 
     shutil.copytree(boot, home)
     loop = core_rounds.Rounds(RunContext(config_from_dict(settings), home))
@@ -70,7 +70,7 @@ def run_variant(settings: dict, boot: Path, home: Path, rounds: int) -> list[dic
         t = time.perf_counter()
         result = loop.run(f"r{r:04d}")
         m = result["metrics"]
-        tokens += _tokens(result["out"]["generations"])
+        tokens += generated_tokens(result["out"]["generations"])
         promoted = result["promoted"]
         side = "eval" if promoted else "champion_eval"
         rows.append({

@@ -144,7 +144,7 @@ def adaptive_generations(ctx: RunContext, prompts: pa.Table, policy: PolicyCheck
                 rewards.setdefault(where[pid], []).append(conservative(m, s, penalty))
             stopped = plan.add(w, rewards)
             metrics |= {f"gen/wave{w + 1}_prompts": len(at), f"gen/wave{w + 1}_samples":
-                        table.num_rows, f"gen/wave{w + 1}_tokens": _tokens(table),
+                        table.num_rows, f"gen/wave{w + 1}_tokens": generated_tokens(table),
                         f"gen/wave{w + 1}_stopped": stopped}
     finally:
         sample.close()
@@ -154,11 +154,11 @@ def adaptive_generations(ctx: RunContext, prompts: pa.Table, policy: PolicyCheck
     seconds = sample.seconds
     return table, {**metrics, "gen/tokens_per_s": sample.tokens / seconds if seconds else None,
                    "gen/seconds": seconds, "gen/rows": table.num_rows,
-                   "gen/tokens": _tokens(table), "gen/budget_rows": plan.budget,
+                   "gen/tokens": generated_tokens(table), "gen/budget_rows": plan.budget,
                    "gen/stopped_prompts": len(plan.stopped)}
 
 
-def _tokens(table: pa.Table) -> int:
+def generated_tokens(table: pa.Table) -> int:
     """Tokens generated for ``table``'s rows (each completion's tokens plus its stop token)."""
     return (sum(table.column("num_tokens").to_pylist())
             + sum(table.column("finished").to_pylist()))
