@@ -28,6 +28,7 @@ SelectionRule = Literal["argmax", "top_k", "random"]
 Normalize = Literal["none", "prompt"]
 TrainingMethod = Literal["sft", "dpo", "sft+dpo"]
 DpoPairing = Literal["score", "verifier"]
+Executor = Literal["in_process", "multiprocess", "dask"]
 
 
 def _f(default: Any, doc: str, **bounds: float):
@@ -327,6 +328,22 @@ class RecoveryConfig:
 
 
 @dataclass
+class ScaleConfig:
+    """Running a round's steps in parallel (README "Running at scale"): none of these change a
+    row of any output."""
+
+    shards: int = _f(1, "Generation and scoring each fan out into this many parallel steps (each "
+                     "takes every shards-th block of recovery.shard_prompts prompts).", ge=1)
+    executor: Executor = _f("in_process", "Where round steps run: 'in_process' (one process), "
+                            "'multiprocess' (a process per step) or 'dask' (a dask cluster).")
+    workers: int = _f(2, "Multiprocess: steps at once; dask: LocalCluster worker processes.", ge=1)
+    dask_address: str | None = _f(None, "Dask: scheduler address of a running cluster (e.g. "
+                                  "tcp://host:8786); empty: a LocalCluster per run.")
+    torch_threads: int = _f(0, "Threads torch uses in each step process (0: torch's default); "
+                            "set 1 when several steps share a machine's cores.", ge=0)
+
+
+@dataclass
 class ScheduleConfig:
     """The nightly round."""
 
@@ -366,6 +383,7 @@ class PipelineConfig:
     inputs: InputsConfig = field(default_factory=InputsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     continuous: ContinuousConfig = field(default_factory=ContinuousConfig)
 

@@ -10,6 +10,7 @@ Dagster resources wrap it; the CLI, the notebook and the schedule use the same f
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -178,6 +179,7 @@ def check_settings(cfg: PipelineConfig) -> list[str]:
         except InputError as exc:
             problems.append(str(exc))
     problems += wave_problems(cfg.generation)
+    problems += scale_problems(cfg.scale)
     try:
         blocking_names(cfg.monitors)
     except InputError as exc:
@@ -188,6 +190,18 @@ def check_settings(cfg: PipelineConfig) -> list[str]:
         problems.append("setting preference.seed_labels_path is required when annotator.kind is "
                         f"{cfg.annotator.kind!r} (a judgements file cannot label the synthetic "
                         "seed pairs)")
+    return problems
+
+
+def scale_problems(scale) -> list[str]:
+    """What the ``scale`` settings need that is missing (one line each)."""
+    problems = []
+    if scale.executor == "dask" and importlib.util.find_spec("dagster_dask") is None:
+        problems.append("setting scale.executor='dask' needs dagster-dask: pip install "
+                        "'rs_pipeline[scale]'")
+    if scale.dask_address and scale.executor != "dask":
+        problems.append(f"setting scale.dask_address is for scale.executor='dask' (it is "
+                        f"{scale.executor!r})")
     return problems
 
 

@@ -27,7 +27,7 @@ from rs_pipeline.records import RECORD_TYPES, to_dict
 from rs_pipeline.storage import AssetStore
 
 #: Settings sections that cannot change a step's output (where things live, when rounds run).
-NON_OUTPUT_SETTINGS = ("storage", "schedule", "continuous", "recovery")
+NON_OUTPUT_SETTINGS = ("storage", "schedule", "continuous", "recovery", "scale")
 
 
 class lazy:  # noqa: N801 - used like a function: ``model = lazy(load)``, then ``model()``
@@ -125,13 +125,20 @@ class Resume:
         return posixpath.join(base, self.key[:16])
 
     def sharded(self, count: int, compute: Callable[[int, int], pa.Table],
-                tag: str = "") -> pa.Table:
+                tag: str = "", part: tuple[int, int] | None = None) -> pa.Table:
         """``compute(start, stop)`` over ``count`` items in shards of ``shard_prompts``; each
         shard is committed atomically and a shard already on disk is read, not recomputed.
-        ``tag`` names one of several sharded passes of a step (file names start with it)."""
+        ``tag`` names one of several sharded passes of a step (file names start with it).
+
+        With ``part=(i, k)`` only shards i, i + k, i + 2k, ... are done: one of k parallel
+        steps of a fanned-out step, whose merge (a call without ``part``) then finds every shard
+        on disk. The shards are the same whatever k is, so the merged rows are too."""
         tables = []
         folder = self._shard_dir()
-        for start in range(0, count, self.shard_prompts):
+        starts = range(0, count, self.shard_prompts)
+        if part is not None:
+            starts = starts[part[0]::part[1]]
+        for start in starts:
             path = posixpath.join(folder, f"{tag}{start:09d}.parquet")
             if self.store.fs.exists(path):
                 tables.append(self.store.read_table_at(path, self.asset))

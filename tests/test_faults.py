@@ -55,8 +55,10 @@ def _step_started(home: Path, step: str, old_runs: set[str]) -> bool:
         db = home / "history" / "runs" / f"{run_id}.db"
         try:
             with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+                # a fanned-out asset's steps are "<asset>.<op>[part]"
                 rows = conn.execute("select 1 from event_logs where dagster_event_type = "
-                                    "'STEP_START' and step_key = ?", (step,)).fetchall()
+                                    "'STEP_START' and (step_key = ? or step_key like ?)",
+                                    (step, f"{step}.%_part%")).fetchall()
         except sqlite3.Error:  # not created yet, or being written: look again shortly
             continue
         if rows:

@@ -57,3 +57,37 @@ def test_the_lock_is_reentrant_within_a_process(tmp_path):
         assert holds_lock(tmp_path)  # the inner release keeps the outer hold
         assert busy(tmp_path) is None  # this process may go on
     assert not holds_lock(tmp_path)
+
+
+TOKEN_HOLDER = """
+import sys, time
+from rs_pipeline.home_lock import home_lock
+with home_lock(sys.argv[1], "launcher", token=sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_step_process_joins_its_runs_hold_and_no_other(tmp_path):
+    """The multiprocess/dask executors run a round's steps in other processes: they join the
+    launcher's hold when they carry its token, and are refused like anyone else without it."""
+    holder = subprocess.Popen([sys.executable, "-c", TOKEN_HOLDER, str(tmp_path), "run-a"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    try:
+        from rs_pipeline.home_lock import joined, lock_token
+
+        with home_lock(tmp_path, "step of run-a", token="run-a"):
+            assert holds_lock(tmp_path) and joined(tmp_path) and lock_token(tmp_path) == "run-a"
+        assert not holds_lock(tmp_path)
+        with pytest.raises(HomeBusy, match=f"pid {holder.pid}"):
+            with home_lock(tmp_path, "step of run-b", token="run-b"):
+                pass
+        with pytest.raises(HomeBusy):
+            with home_lock(tmp_path, "a command"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with home_lock(tmp_path, "next", token="run-b"):  # free again: taken, not joined
+        assert not joined(tmp_path) and lock_token(tmp_path) == "run-b"

@@ -16,7 +16,10 @@ import contextlib
 import dagster as dg
 
 from rs_pipeline.context import RunContext, load_context
-from rs_pipeline.home_lock import holds_lock, home_lock
+from rs_pipeline.home_lock import holds_lock, home_lock, joined, lock_token
+
+#: The token of the home lock a run's launcher holds, passed to the run's step processes.
+LOCK_TOKEN_TAG = "rs_pipeline/lock_token"
 
 _checked: set[int] = set()  # contexts already preflighted in this process
 
@@ -28,6 +31,13 @@ def preflight_once(ctx: RunContext) -> None:
     if id(ctx) not in _checked:
         require(ctx)
         _checked.add(id(ctx))
+
+
+def lock_tags(home) -> dict[str, str]:
+    """The run tag that lets the step processes of a run this process launches join its hold of
+    the home lock (empty if it holds none)."""
+    token = lock_token(home)
+    return {LOCK_TOKEN_TAG: token} if token else {}
 
 
 class PipelineResource(dg.ConfigurableResource):
@@ -48,7 +58,15 @@ class PipelineResource(dg.ConfigurableResource):
         ctx = self.ctx
         run_id = context.run_id or ""
         first = not holds_lock(ctx.home)
-        with home_lock(ctx.home, f"run {run_id}"):
+        tags = context.dagster_run.tags if context.dagster_run is not None else {}
+        # steps in other processes (multiprocess/dask executors) join their run's hold
+        with home_lock(ctx.home, f"run {run_id}", token=tags.get(LOCK_TOKEN_TAG) or run_id):
+            threads = ctx.settings.scale.torch_threads
+            if threads:
+                import torch
+
+                torch.set_num_threads(threads)
+            first = first and not joined(ctx.home)
             if first and context.instance is not None:
                 mlflow = MlflowResource(pipeline=self)
                 for line in recover(context.instance, ctx, current_run_id=run_id, mlflow=mlflow):

@@ -14,6 +14,11 @@ from rs_pipeline.resume import Resume
 FORCE_TAG = "rs_pipeline/force"
 
 
+def forced(context) -> bool:
+    """Whether the run is tagged to redo work that is already on record."""
+    return context.run.tags.get(FORCE_TAG) == "true"
+
+
 def run_step(context: dg.AssetExecutionContext, pipeline: PipelineResource, asset: str,
              inputs: dict[str, Any],
              compute: Callable[[Resume], tuple[Any, dict]]) -> tuple[Any, dict, bool]:
@@ -21,7 +26,7 @@ def run_step(context: dg.AssetExecutionContext, pipeline: PipelineResource, asse
     reused). Shards of an interrupted attempt are picked up by ``compute``."""
     partition = context.partition_key if context.has_partition_key else None
     resume = pipeline.ctx.resume(asset, partition, inputs)
-    if context.run.tags.get(FORCE_TAG) != "true":
+    if not forced(context):
         stored = resume.reusable()
         if stored is not None:
             return stored, {}, True

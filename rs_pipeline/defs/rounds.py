@@ -84,7 +84,8 @@ def errors(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str | None, 
         message = error.message.strip()
         if message.startswith(f"{error.cls_name}: "):
             message = message[len(error.cls_name) + 2:]
-        step = event.step_key
+        # the asset a step belongs to (a fanned-out asset's ops are "<asset>.<op>[part]")
+        step = event.step_key.split(".")[0] if event.step_key else None
         found.append((step, message))
     found.sort(key=lambda e: e[0] is None)
     return list(dict.fromkeys(found))

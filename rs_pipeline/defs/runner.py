@@ -9,6 +9,7 @@ from dagster._core.storage.tags import TAGS_TO_MAYBE_OMIT_ON_RETRY
 from rs_pipeline.defs import job, round_job_def
 from rs_pipeline.defs.partitions import add_round, adopt_stored_rounds
 from rs_pipeline.defs.recovery import CRASHED_TAG, owner_tags
+from rs_pipeline.defs.resources import LOCK_TOKEN_TAG, lock_tags
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -19,8 +20,27 @@ def run_bootstrap(instance: dg.DagsterInstance, quiet: bool = True) -> dg.Execut
         tags={"rs_pipeline/stage": "bootstrap", **owner_tags()})
 
 
+def _execute_round(instance: dg.DagsterInstance, key: str, tags: dict[str, str], quiet: bool,
+                   asset_selection=None):
+    """The ``round`` job for partition ``key``: in this process, or through the executor
+    ``scale.executor`` names (its step processes join this process's hold of the home lock)."""
+    from rs_pipeline.context import load_context
+
+    ctx = load_context()
+    tags = {**tags, **owner_tags()}
+    run_config = QUIET if quiet else None
+    if ctx.settings.scale.executor == "in_process":
+        return job("round").execute_in_process(
+            instance=instance, partition_key=key, run_config=run_config, raise_on_error=False,
+            tags=tags, asset_selection=asset_selection)
+    return dg.execute_job(dg.reconstructable(round_job_def), instance=instance,
+                          run_config=run_config, asset_selection=asset_selection,
+                          tags={**tags, "dagster/partition": key, **lock_tags(ctx.home)},
+                          raise_on_error=False)
+
+
 def run_round(instance: dg.DagsterInstance, key: str | None = None,
-              quiet: bool = True) -> tuple[str, dg.ExecuteInProcessResult]:
+              quiet: bool = True) -> tuple[str, dg.ExecutionResult]:
     """Add the round partition (next one by default) and run the ``round`` job for it.
 
     A round the gate refuses ends with a failed blocking check: the run fails, the candidate and
@@ -30,18 +50,18 @@ def run_round(instance: dg.DagsterInstance, key: str | None = None,
 
     adopt_stored_rounds(instance, load_context().store)  # rounds another home left in storage
     key = add_round(instance, key)
-    result = job("round").execute_in_process(
-        instance=instance, partition_key=key, run_config=QUIET if quiet else None,
-        raise_on_error=False, tags={"rs_pipeline/round": key, **owner_tags()})
-    return key, result
+    return key, _execute_round(instance, key, {"rs_pipeline/round": key}, quiet)
 
 
 def reexecute_round(instance: dg.DagsterInstance, run: dg.DagsterRun,
                     quiet: bool = True) -> dg.ExecutionResult:
     """Dagster's re-execution from failure of a round's failed (or crashed) run: the steps
     that succeeded are kept, the failed and not-yet-run ones execute."""
-    omit = {*TAGS_TO_MAYBE_OMIT_ON_RETRY, CRASHED_TAG}
-    tags = {**{k: v for k, v in run.tags.items() if k not in omit}, **owner_tags()}
+    from rs_pipeline.context import load_context
+
+    omit = {*TAGS_TO_MAYBE_OMIT_ON_RETRY, CRASHED_TAG, LOCK_TOKEN_TAG}
+    tags = {**{k: v for k, v in run.tags.items() if k not in omit}, **owner_tags(),
+            **lock_tags(load_context().home)}
     return dg.execute_job(dg.reconstructable(round_job_def), instance=instance, tags=tags,
                           run_config=QUIET if quiet else None,
                           reexecution_options=dg.ReexecutionOptions.from_failure(
@@ -58,10 +78,8 @@ def continue_round(instance: dg.DagsterInstance, key: str, quiet: bool = True):
     run = latest_run(instance, key)
     request = waiting_request(run) if run is not None else None
     if request is not None:  # paused for labels: from preference_labels on, as the sensor does
-        return job("round").execute_in_process(
-            instance=instance, partition_key=key, asset_selection=labels_selection(),
-            run_config=QUIET if quiet else None, raise_on_error=False,
-            tags={**resume_tags(key, request), **owner_tags()})
+        return _execute_round(instance, key, resume_tags(key, request), quiet,
+                              asset_selection=labels_selection())
     if run is not None and run.status in (dg.DagsterRunStatus.FAILURE,
                                           dg.DagsterRunStatus.CANCELED):
         return reexecute_round(instance, run, quiet)

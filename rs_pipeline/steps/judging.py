@@ -224,9 +224,11 @@ def refresh_preference(ctx: RunContext, labels: pa.Table, previous: PreferenceCh
 
 
 def score_generations(ctx: RunContext, generations: pa.Table, reward_model: PreferenceCheckpoint,
-                      resume: Resume | None = None) -> tuple[pa.Table, dict]:
+                      resume: Resume | None = None,
+                      part: tuple[int, int] | None = None) -> tuple[pa.Table, dict]:
     """Every generation's reward under this round's preference model, its verifier score (if the
-    task has one) and the score selection ranks by (in shards of prompts with ``resume``)."""
+    task has one) and the score selection ranks by (in shards of prompts with ``resume``; with
+    ``part=(i, k)`` only every k-th shard from the i-th, as one of k parallel steps)."""
     sel, task = ctx.settings.selection, ctx.task
     model = lazy(lambda: ctx.load_preference(reward_model))
     starts = prompt_starts(generations.column("prompt_id").to_pylist())
@@ -251,7 +253,10 @@ def score_generations(ctx: RunContext, generations: pa.Table, reward_model: Pref
                                      "selection_score": ranked.tolist()})
 
     n_prompts = len(starts) - 1
-    table = resume.sharded(n_prompts, compute) if resume else compute(0, n_prompts)
+    if part is not None and resume is None:
+        raise ValueError("a part of the scores is committed as shards: it needs resume")
+    table = (resume.sharded(n_prompts, compute, part=part) if resume
+             else compute(0, n_prompts))
     rewards, spread = (table.column(c).to_pylist() for c in ("reward", "reward_spread"))
     return table, {"score/mean_reward": sum(rewards) / max(1, len(rewards)),
                    "score/mean_spread": sum(spread) / max(1, len(spread))}

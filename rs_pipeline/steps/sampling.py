@@ -13,7 +13,7 @@ from rs_pipeline.ids import config_hash, sample_seed, seeded_rng
 from rs_pipeline.preference import mean_and_spread, score_heads
 from rs_pipeline.records import PolicyCheckpoint, PreferenceCheckpoint
 from rs_pipeline.resume import Resume, lazy
-from rs_pipeline.schemas import make_table
+from rs_pipeline.schemas import make_table, schema_for
 from rs_pipeline.selection import conservative
 from rs_pipeline.waves import WavePlan, parse_waves
 
@@ -31,26 +31,34 @@ def round_prompts(ctx: RunContext, pool: pa.Table, round_key: str) -> pa.Table:
 
 def generations(ctx: RunContext, prompts: pa.Table, policy: PolicyCheckpoint, round_key: str,
                 resume: Resume | None = None,
-                scorer: PreferenceCheckpoint | None = None) -> tuple[pa.Table, dict]:
+                scorer: PreferenceCheckpoint | None = None,
+                part: tuple[int, int] | None = None) -> tuple[pa.Table, dict]:
     """N samples per prompt from ``policy`` with per-sample seeds, by the engine
     ``generation.engine`` names (the seeds it really used are recorded); every row carries its
     lineage (round, prompt, policy, sampling parameters, seed). With ``resume``, rows are
-    committed in shards of prompts and a re-run samples only the shards not yet on disk.
-    With ``generation.waves``, adaptive best-of-N (``adaptive_generations``) scored by
-    ``scorer``, the preference model the round starts with."""
+    committed in shards of prompts and a re-run samples only the shards not yet on disk; with
+    ``part=(i, k)`` too, only every k-th shard from the i-th (one of k parallel steps: the
+    rows of that part). With ``generation.waves``, adaptive best-of-N (``adaptive_generations``)
+    scored by ``scorer``, the preference model the round starts with; its waves decide over
+    all prompts at once, so a part does nothing and the merge samples them."""
     if ctx.settings.generation.waves:
         if scorer is None:
             raise ValueError("generation.waves needs the round's incoming preference model")
+        if part is not None:
+            return schema_for("generations").empty_table(), {"gen/seconds": 0.0, "gen/rows": 0}
         return adaptive_generations(ctx, prompts, policy, round_key, scorer, resume)
+    if part is not None and resume is None:
+        raise ValueError("a part of the generations is committed as shards: it needs resume")
     sample = _sampler(ctx, prompts, policy, round_key)
     try:
-        table = (resume.sharded(len(sample.texts), sample) if resume
+        table = (resume.sharded(len(sample.texts), sample, part=part) if resume
                  else sample(0, len(sample.texts)))
     finally:
         sample.close()
     seconds = sample.seconds
     return table, {"gen/tokens_per_s": sample.tokens / seconds if seconds else None,
-                   "gen/seconds": seconds, "gen/rows": table.num_rows}
+                   "gen/seconds": seconds, "gen/rows": table.num_rows,
+                   "gen/sampled_tokens": sample.tokens}
 
 
 class _sampler:  # noqa: N801 - used like a function: ``sample(start, stop)``

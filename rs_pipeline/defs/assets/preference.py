@@ -1,10 +1,13 @@
 """Round assets that judge: on-policy labelled pairs, the refreshed preference model, scores."""
 
+import functools
+
 import dagster as dg
 import pyarrow as pa
 
 from rs_pipeline.annotators import annotator_version
 from rs_pipeline.annotators.human import RequestState
+from rs_pipeline.defs.fanout import MODEL_POOL, PART_IO, part_ops, parts_summary, run_part
 from rs_pipeline.defs.history import earlier_labels, preference_before
 from rs_pipeline.defs.labelling import pause
 from rs_pipeline.defs.metadata import output, picture
@@ -71,17 +74,47 @@ def preference_model(context: dg.AssetExecutionContext, pipeline: PipelineResour
                   refresh_skipped=record.skipped_reason)
 
 
-@dg.asset(partitions_def=ROUNDS, group_name=ROUND, pool="model_work")
-def scores(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-           mlflow: MlflowResource, generations: pa.Table,
-           preference_model: PreferenceCheckpoint) -> dg.Output[pa.Table]:
-    """Every generation's reward under this round's preference model, and its selection score."""
+def _score_inputs(generations: pa.Table, preference_model: PreferenceCheckpoint) -> dict:
+    return {"generations": generations, "reward_model": preference_model}
+
+
+@dg.op(pool=MODEL_POOL, config_schema={"part": int}, out=dg.Out(io_manager_key=PART_IO))
+def scores_part(context: dg.OpExecutionContext, pipeline: PipelineResource,
+                generations: pa.Table, preference_model: PreferenceCheckpoint) -> dict:
+    """One part of the round's scoring: every ``scale.shards``-th shard of prompts."""
+    return run_part(context, pipeline, "scores", _score_inputs(generations, preference_model),
+                    lambda r, p: judging.score_generations(pipeline.ctx, generations,
+                                                           preference_model, r, part=p))
+
+
+@dg.op(pool=MODEL_POOL)
+def scores_merge(context: dg.OpExecutionContext, pipeline: PipelineResource,
+                 mlflow: MlflowResource, generations: pa.Table,
+                 preference_model: PreferenceCheckpoint, parts: list[dict]) -> dg.Output[pa.Table]:
+    """The parts' shards of scores read back in order (a shard no part wrote is scored here)."""
     table, metrics, reused = run_step(
-        context, pipeline, "scores", {"generations": generations, "reward_model": preference_model},
+        context, pipeline, "scores", _score_inputs(generations, preference_model),
         lambda r: judging.score_generations(pipeline.ctx, generations, preference_model, r))
+    if not reused:
+        metrics = {**metrics, **parts_summary(parts)}
     rewards, verdicts = (table.column(c).to_pylist() for c in ("reward", "verifier_score"))
     groups = ({"all": rewards} if None in verdicts else
               {"verifier: right": [r for r, v in zip(rewards, verdicts) if v > 0],
                "verifier: wrong": [r for r, v in zip(rewards, verdicts) if v <= 0]})
     return output(context, mlflow, table, metrics, reused=reused,
                   reward_distribution=picture(reward_figure(groups), "rewards"))
+
+
+@functools.cache
+def scores_asset(shards: int) -> dg.AssetsDefinition:
+    """The ``scores`` asset fanned out over ``shards`` parts (``defs.fanout``)."""
+    parts = part_ops(scores_part, shards)
+
+    @dg.graph_asset(partitions_def=ROUNDS, group_name=ROUND)
+    def scores(generations, preference_model):
+        """Every generation's reward under this round's preference model, and its selection
+        score, in ``scale.shards`` parallel parts (``defs.fanout``)."""
+        done = [p(generations, preference_model) for p in parts]
+        return scores_merge(generations, preference_model, done)
+
+    return scores

@@ -1,0 +1,171 @@
+"""Past one process: a round's sampling and scoring fanned out into parts (``defs.fanout``) on
+the in-process, multiprocess and dask executors, with rows identical to the unsharded run;
+the ``model_work`` pool bounding model steps; the cluster examples valid against the
+executors' own schemas."""
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+import yaml
+
+from rs_pipeline.defs.runner import _execute_round, failure_messages
+from rs_pipeline.home_lock import home_lock
+from rs_pipeline.storage import AssetStore
+from tests.conftest import pointing_at
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "r0001"
+TABLES = ("generations", "scores")
+
+
+def _set(home: Path, scale: dict, pool_limit: int = 1) -> None:
+    cfg = yaml.safe_load((home / "rs_pipeline.yaml").read_text())
+    cfg["scale"] = scale
+    (home / "rs_pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    (home / "dagster.yaml").write_text(f"telemetry:\n  enabled: false\nconcurrency:\n  pools:\n"
+                                       f"    default_limit: {pool_limit}\n")
+
+
+def _redo(home: Path, assets=TABLES, **scale_and_pool):
+    """Re-materialize round 1's ``assets`` (forced) with these ``scale`` settings, holding the
+    home lock as the CLI does; returns (instance, run id, tables)."""
+    pool = scale_and_pool.pop("pool_limit", 1)
+    _set(home, scale_and_pool, pool)
+    with pointing_at(home):
+        instance = dg.DagsterInstance.get()
+        with home_lock(home, "test"):
+            result = _execute_round(instance, KEY, {"rs_pipeline/force": "true"}, True,
+                                    asset_selection=[dg.AssetKey(a) for a in assets])
+        assert result.success, failure_messages(instance, result)
+        store = AssetStore(str(home / "assets"))
+        return instance, result.run_id, {a: store.read_table(a, KEY) for a in assets}
+
+
+def _spans(instance, run_id: str) -> dict[str, tuple[float, float, int]]:
+    """(start, end, pid) of every part step of a run."""
+    starts, spans = {}, {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None or "_part_s" not in (event.step_key or ""):
+            continue
+        if event.event_type_value == "STEP_START":
+            starts[event.step_key] = (record.timestamp, event.pid)
+        elif event.event_type_value == "STEP_SUCCESS":
+            spans[event.step_key] = (starts[event.step_key][0], record.timestamp,
+                                     starts[event.step_key][1])
+    return spans
+
+
+def _overlap(spans, asset: str) -> bool:
+    mine = sorted(v[:2] for k, v in spans.items() if k.startswith(f"{asset}."))
+    return any(b[0] < a[1] for a, b in zip(mine, mine[1:]))
+
+
+@pytest.fixture(scope="module")
+def sharded(two_promoted_rounds, tmp_path_factory):
+    """A copy of the two-round home with shards of 16 prompts (6 per round), and round 1's
+    tables redone unsharded in process as the reference."""
+    home = tmp_path_factory.mktemp("scale") / "home"
+    shutil.copytree(two_promoted_rounds[0], home)
+    cfg = yaml.safe_load((home / "rs_pipeline.yaml").read_text())
+    cfg["recovery"] = {"shard_prompts": 16}
+    (home / "rs_pipeline.yaml").write_text(yaml.safe_dump(cfg))
+    before = {a: AssetStore(str(home / "assets")).read_table(a, KEY) for a in TABLES}
+    _, _, reference = _redo(home, shards=1)
+    # the shard size changes no sample; like a batch size it can move a reward by float noise
+    assert before["generations"].equals(reference["generations"])
+    ours, theirs = (t.column("reward").to_numpy() for t in (reference["scores"], before["scores"]))
+    assert abs(ours - theirs).max() < 1e-6
+    return home, reference
+
+
+def _equal(tables: dict[str, pa.Table], reference: dict[str, pa.Table]) -> None:
+    for name, table in tables.items():
+        assert table.num_rows == reference[name].num_rows > 0
+        assert table.equals(reference[name]), name
+
+
+def test_parts_in_process_write_the_unsharded_rows(sharded):
+    home, reference = sharded
+    instance, run_id, tables = _redo(home, shards=3)
+    _equal(tables, reference)
+    spans = _spans(instance, run_id)
+    assert sorted(spans) == [f"{a}.{a}_part_s{i}" for a in TABLES for i in range(3)]
+    meta = instance.get_latest_materialization_event(dg.AssetKey("generations"))
+    assert meta.asset_materialization.metadata["scale/parts"].value == 3
+    assert not list((home / "assets" / "generations").glob("*.shards"))  # merged and cleared
+
+
+@pytest.mark.slow
+def test_multiprocess_steps_are_bounded_by_the_model_work_pool(sharded):
+    """Two step processes may run at once; the pool decides whether two model steps do."""
+    home, reference = sharded
+    instance, run_id, tables = _redo(home, ("generations",), shards=2,
+                                     executor="multiprocess", workers=2, pool_limit=1)
+    _equal(tables, reference)
+    one = _spans(instance, run_id)
+    assert len(one) == 2 and not _overlap(one, "generations")
+    assert len({pid for *_, pid in one.values()}) == 2  # each part in its own process
+    instance, run_id, tables = _redo(home, ("generations",), shards=2,
+                                     executor="multiprocess", workers=2, pool_limit=2)
+    _equal(tables, reference)
+    assert _overlap(_spans(instance, run_id), "generations")
+
+
+@pytest.mark.slow
+def test_a_sharded_round_on_a_dask_local_cluster_writes_the_in_process_rows(sharded):
+    """dagster-dask on a real LocalCluster of two worker processes: parts side by side."""
+    pytest.importorskip("dagster_dask")
+    home, reference = sharded
+    instance, run_id, tables = _redo(home, shards=2, executor="dask", workers=2,
+                                     torch_threads=1)
+    _equal(tables, reference)
+    spans = _spans(instance, run_id)
+    assert len(spans) == 4 and _overlap(spans, "generations")
+    assert len({pid for *_, pid in spans.values()}) == 2  # the two workers
+
+
+def _validate(definitions_file: Path, run_config_file: Path) -> dict:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(definitions_file.stem, definitions_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    job = module.defs.resolve_job_def("round")
+    return dg.validate_run_config(job, yaml.safe_load(run_config_file.read_text()))["execution"]
+
+
+@pytest.mark.parametrize("cluster", ["k8s", "celery"])
+def test_cluster_examples_are_valid_run_config_of_their_executors(cluster):
+    pytest.importorskip(f"dagster_{cluster}")
+    folder = ROOT / "examples" / cluster
+    config = _validate(folder / "definitions.py", folder / "run_config.yaml")[cluster]
+    shipped = yaml.safe_load((folder / "run_config.yaml").read_text())["execution"]["config"]
+    assert set(shipped) <= set(config)  # every setting shipped is the executor's own
+    bad = yaml.safe_load((folder / "run_config.yaml").read_text())
+    bad["execution"]["config"]["no_such_setting"] = 1
+    (tmp := folder.parent.parent / "test-artifacts").mkdir(exist_ok=True)
+    (tmp / f"{cluster}_bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(dg.DagsterInvalidConfigError, match="no_such_setting"):
+        _validate(folder / "definitions.py", tmp / f"{cluster}_bad.yaml")
+
+
+def test_scale_settings_are_checked_and_change_no_step_key(tmp_path):
+    from rs_pipeline.config import config_from_dict
+    from rs_pipeline.context import scale_problems
+    from rs_pipeline.errors import InputError
+    from rs_pipeline.resume import step_key
+
+    with pytest.raises(InputError, match="scale.executor"):
+        config_from_dict({"scale": {"executor": "ray"}})
+    with pytest.raises(InputError, match="scale.shards"):
+        config_from_dict({"scale": {"shards": 0}})
+    cfg = config_from_dict({"scale": {"dask_address": "tcp://127.0.0.1:8786"}})
+    assert "scale.dask_address" in scale_problems(cfg.scale)[0]
+    inputs = {"prompts": "v1", "policy": "pol-1"}
+    sharded = config_from_dict({"scale": {"shards": 4, "executor": "dask"}})
+    assert step_key(cfg, "generations", KEY, inputs) == step_key(sharded, "generations", KEY,
+                                                                   inputs)
