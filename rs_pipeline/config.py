@@ -29,6 +29,7 @@ Normalize = Literal["none", "prompt"]
 TrainingMethod = Literal["sft", "dpo", "sft+dpo"]
 DpoPairing = Literal["score", "verifier"]
 Executor = Literal["in_process", "multiprocess", "dask"]
+TrainingLauncher = Literal["in_process", "accelerate"]
 
 
 def _f(default: Any, doc: str, **bounds: float):
@@ -341,6 +342,12 @@ class ScaleConfig:
                                   "tcp://host:8786); empty: a LocalCluster per run.")
     torch_threads: int = _f(0, "Threads torch uses in each step process (0: torch's default); "
                             "set 1 when several steps share a machine's cores.", ge=0)
+    training_launcher: TrainingLauncher = _f(
+        "in_process", "Where policy_checkpoint trains: 'in_process' (the step's own process) or "
+        "'accelerate' (accelerate launch, run by Dagster Pipes).")
+    training_processes: int = _f(1, "Accelerate launcher: training processes (one per GPU).", ge=1)
+    accelerate_config: str | None = _f(None, "Accelerate launcher: an accelerate config file "
+                                       "(DDP/FSDP: examples/accelerate/); empty: one machine.")
 
 
 @dataclass

@@ -19,6 +19,7 @@ outputs go through Dagster's own filesystem IO manager under ``$DAGSTER_HOME/sto
 (``PART_IO``), never into the asset storage.
 """
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -48,11 +49,13 @@ def run_part(context, pipeline: PipelineResource, asset: str, inputs: dict[str, 
     resume = ctx.resume(asset, context.partition_key, inputs)
     if not forced(context) and resume.reusable() is not None:
         return {"part": part, "reused": True}
+    start = time.perf_counter()
     table, metrics = compute(resume, (part, ctx.settings.scale.shards))
-    done = {"part": part, "rows": table.num_rows}
+    seconds = time.perf_counter() - start
+    done = {"part": part, "rows": table.num_rows, "seconds": seconds}
     done.update({k: v for k, v in metrics.items() if isinstance(v, int | float)})
-    context.add_output_metadata({"rows": table.num_rows, "part": f"{part + 1} of "
-                                 f"{ctx.settings.scale.shards}"})
+    context.add_output_metadata({"rows": table.num_rows, "seconds": round(seconds, 3),
+                                 "part": f"{part + 1} of {ctx.settings.scale.shards}"})
     return done
 
 

@@ -14,16 +14,29 @@ from rs_pipeline.resume import Resume
 from rs_pipeline.training import train_on_completions
 
 
+def training_inputs(ctx: RunContext, sft: pa.Table, champion: PolicyCheckpoint,
+                    pairs: pa.Table | None) -> dict:
+    """What identifies the candidate's training work (its resume key), wherever it runs."""
+    inputs = {"sft": sft, "champion": champion}
+    if ctx.settings.sft.method != "sft":
+        inputs["dpo_pairs"] = pairs
+    return inputs
+
+
 def train_candidate(ctx: RunContext, sft: pa.Table, champion: PolicyCheckpoint,
                     round_key: str, resume: Resume | None = None,
-                    pairs: pa.Table | None = None) -> tuple[PolicyCheckpoint, dict]:
+                    pairs: pa.Table | None = None,
+                    save: bool = True) -> tuple[PolicyCheckpoint | None, dict]:
     """From the champion: SFT on ``sft`` (loss on completion tokens only, budget in epochs),
     DPO on ``pairs`` (reference: the model the DPO starts from), or SFT then DPO. LoRA adapters
     (``sft.lora``) are merged after each stage.
 
     A round without DPO pairs (every prompt's samples tied, or no margin reached
     ``selection.dpo_min_margin``) does not fail: ``dpo`` falls back to SFT on the kept set and
-    ``sft+dpo`` keeps its SFT result; the record says so (``method``, ``note``)."""
+    ``sft+dpo`` keeps its SFT result; the record says so (``method``, ``note``).
+
+    ``save=False`` (a non-main process of a multi-process launch) trains and returns no record:
+    the main process saves the same weights."""
     cfg = ctx.settings
     method, note = cfg.sft.method, None
     if method != "sft" and (pairs is None or pairs.num_rows == 0):
@@ -64,6 +77,8 @@ def train_candidate(ctx: RunContext, sft: pa.Table, champion: PolicyCheckpoint,
                         for k, v in dpo_metrics.items() if k != "resumed_from_step"})
         metrics["dpo/lora_trainable_params"] = dpo_lora.trainable_params if dpo_lora else None
     trained = metrics.get("dpo/train_loss", metrics.get("sft/train_loss"))
+    if not save:
+        return None, metrics
     model_id, path = ctx.checkpoints.save(model, tok, "policies", "pol")
     uses_sft, uses_dpo = method != "dpo", method != "sft"
     record = PolicyCheckpoint(

@@ -6,6 +6,7 @@ import pyarrow as pa
 from rs_pipeline.defs.metadata import output
 from rs_pipeline.defs.mlflow_resource import MlflowResource
 from rs_pipeline.defs.partitions import ROUNDS
+from rs_pipeline.defs.pipes_training import launch_training
 from rs_pipeline.defs.resources import PipelineResource
 from rs_pipeline.defs.reuse import run_step
 from rs_pipeline.records import ChampionChoice, PolicyCheckpoint
@@ -19,15 +20,17 @@ def policy_checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineResou
                       mlflow: MlflowResource, sft_dataset: pa.Table, dpo_pairs: pa.Table,
                       sampling_policy: ChampionChoice) -> dg.Output[PolicyCheckpoint]:
     """The champion trained by ``sft.method``: SFT on the kept set (loss on completion tokens
-    only, budget in epochs), DPO on the pairs, or both."""
-    key, champion = context.partition_key, sampling_policy.checkpoint
-    inputs = {"sft": sft_dataset, "champion": champion}
-    if pipeline.ctx.settings.sft.method != "sft":
-        inputs["dpo_pairs"] = dpo_pairs
-    record, metrics, reused = run_step(
-        context, pipeline, "policy_checkpoint", inputs,
-        lambda r: training.train_candidate(pipeline.ctx, sft_dataset, champion, key, r,
-                                           dpo_pairs))
+    only, budget in epochs), DPO on the pairs, or both; in the step's process or, with
+    ``scale.training_launcher: accelerate``, out of process (``defs.pipes_training``)."""
+    key, champion, ctx = context.partition_key, sampling_policy.checkpoint, pipeline.ctx
+    inputs = training.training_inputs(ctx, sft_dataset, champion, dpo_pairs)
+    if ctx.settings.scale.training_launcher == "accelerate":
+        def train(_):  # the same work, by accelerate launch under Dagster Pipes
+            return launch_training(context, pipeline)
+    else:
+        def train(resume):
+            return training.train_candidate(ctx, sft_dataset, champion, key, resume, dpo_pairs)
+    record, metrics, reused = run_step(context, pipeline, "policy_checkpoint", inputs, train)
     record = mlflow.registered(key, record, context.run_id)
     return output(context, mlflow, record, metrics, policy_id=record.id, reused=reused,
                   parent_policy_id=record.parent_id,

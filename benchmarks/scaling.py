@@ -1,0 +1,133 @@
+"""Scaling out on one machine: a round's generation and scoring in 4 parts on a dask
+``LocalCluster`` of 1 and then 2 worker processes (one torch thread each), side by side on the
+same home, prompts, seeds and shards (``scale.shards: 4``, ``recovery.shard_prompts`` = a
+quarter of the round).
+
+The home is bootstrapped and round 1 run once in process (the reference rows); then round 1's
+``generations`` and ``scores`` are re-materialized (forced) with each worker count, and their
+rows must equal the reference. Per worker count it prints the span of each fanned-out asset
+(first part's start to its merge's end), the parts' own model seconds, and the orchestration
+overhead per step (a part step's wall time minus the work it timed; a merge's whole wall time,
+which reads the parts' shards and logs to MLflow). Ends with one line
+``speedup_generation=<x> speedup_scoring=<x> speedup_gen_plus_scoring=<x>`` (2 workers over 1).
+
+Run: ``python benchmarks/scaling.py [--size demo|quick]`` (demo: 2,048 prompts x 8, the
+default round; quick: 512 prompts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+SIZES = {"demo": {}, "quick": {"task": {"eval_size": 128, "gate_size": 128, "round_size": 512},
+                               "preference": {"seed_pairs": 1500, "pairs_per_round": 500}}}
+ASSETS = ("generations", "scores")
+PARTS = 4
+
+
+def _steps(instance, run_id: str) -> dict[str, dict]:
+    """start, end and the timed model seconds of every step of a run."""
+    steps: dict[str, dict] = {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None or not event.step_key:
+            continue
+        step = steps.setdefault(event.step_key, {})
+        kind = event.event_type_value
+        if kind == "STEP_START":
+            step["start"] = record.timestamp
+        elif kind == "STEP_SUCCESS":
+            step["end"] = record.timestamp
+        elif kind == "STEP_OUTPUT":
+            meta = event.step_output_data.metadata
+            if "seconds" in meta:
+                step["work"] = meta["seconds"].value
+    return steps
+
+
+def _report(label: str, steps: dict[str, dict]) -> dict[str, float]:
+    spans = {}
+    for asset in ASSETS:
+        mine = {k: v for k, v in steps.items() if k.startswith(f"{asset}.")}
+        parts = [v for k, v in mine.items() if "_part_s" in k]
+        merge = mine[f"{asset}.{asset}_merge"]
+        spans[asset] = merge["end"] - min(p["start"] for p in parts)
+        work = sum(p["work"] for p in parts)
+        overhead = sum(p["end"] - p["start"] - p["work"] for p in parts) / len(parts)
+        print(f"  {label} {asset:11s}: span {spans[asset]:6.2f}s, parts' model work {work:6.2f}s "
+              f"(busiest {max(p['work'] for p in parts):.2f}s), overhead per part step "
+              f"{overhead:.2f}s, merge step {merge['end'] - merge['start']:.2f}s", flush=True)
+    return spans
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", choices=sorted(SIZES), default="demo")
+    args = parser.parse_args()
+    import dagster as dg
+
+    from rs_pipeline.config import TASK_PRESETS, merge
+    from rs_pipeline.defs.runner import _execute_round, failure_messages, run_bootstrap, run_round
+    from rs_pipeline.home_lock import home_lock
+    from rs_pipeline.storage import AssetStore
+
+    settings = merge(TASK_PRESETS["rev8"], SIZES[args.size])
+    round_size = settings.get("task", {}).get("round_size", 2048)
+    settings = merge(settings, {"recovery": {"shard_prompts": round_size // PARTS}})
+    root = Path(tempfile.mkdtemp(prefix="rs-scaling-"))
+    home = root / "home"
+    home.mkdir()
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ.pop("RS_PIPELINE_CONFIG", None)
+
+    def configure(scale: dict) -> None:
+        (home / "rs_pipeline.yaml").write_text(yaml.safe_dump(merge(settings, {"scale": scale})))
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+
+    try:
+        configure({})
+        instance = dg.DagsterInstance.get()
+        t = time.perf_counter()
+        assert run_bootstrap(instance).success
+        key, result = run_round(instance, "r0001")
+        print(f"bootstrap + round 1 in process (reference rows): {time.perf_counter() - t:.1f}s",
+              flush=True)
+        store = AssetStore(str(home / "assets"))
+        reference = {a: store.read_table(a, key) for a in ASSETS}
+        print(f"round 1: {reference['generations'].num_rows} generations, {PARTS} parts of "
+              f"{round_size // PARTS} prompts", flush=True)
+        spans = {}
+        for workers in (1, 2):
+            configure({"shards": PARTS, "executor": "dask", "workers": workers,
+                       "torch_threads": 1})
+            t = time.perf_counter()
+            with home_lock(home, "benchmark"):
+                run = _execute_round(instance, key, {"rs_pipeline/force": "true"}, True,
+                                     asset_selection=[dg.AssetKey(a) for a in ASSETS])
+            assert run.success, failure_messages(instance, run)
+            print(f"{workers} worker(s): run {time.perf_counter() - t:.1f}s (cluster start "
+                  "included)", flush=True)
+            spans[workers] = _report(f"{workers}w", _steps(instance, run.run_id))
+            same = all(store.read_table(a, key).equals(reference[a]) for a in ASSETS)
+            print(f"  rows identical to the in-process round: {same}", flush=True)
+            assert same, "a sharded run wrote different rows"
+        one, two = spans[1], spans[2]
+        print(f"speedup_generation={one['generations'] / two['generations']:.2f} "
+              f"speedup_scoring={one['scores'] / two['scores']:.2f} "
+              f"speedup_gen_plus_scoring={sum(one.values()) / sum(two.values()):.2f}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
