@@ -200,3 +200,20 @@ def test_training_by_accelerate_under_pipes_is_the_in_process_candidate(sharded)
     assert after.sft_dataset_version == before.sft_dataset_version
     logs = [r.user_message for r in instance.all_logs(run_id)]
     assert any("trained " + before.id in m for m in logs)  # the Pipes process's own log line
+
+
+def test_a_process_that_changes_scale_reconstructs_the_new_fan_out():
+    """Dagster keeps the last job it reconstructed per pointer for a process's life: the scale
+    settings travel in the pointer, so a changed ``scale.shards`` is never planned with the old
+    parts (the step processes rebuild the same job from the same pointer)."""
+    from rs_pipeline.config import ScaleConfig
+    from rs_pipeline.defs import reconstructable_round
+
+    def parts(scale):
+        job = reconstructable_round(scale).get_definition()
+        return sorted(n for n in job.graph.node_dict["generations"].definition.node_dict
+                      if "_part_s" in n), job.executor_def.name
+
+    assert parts(ScaleConfig()) == (["generations_part_s0"], "in_process")
+    assert parts(ScaleConfig(shards=2, executor="multiprocess")) == (
+        ["generations_part_s0", "generations_part_s1"], "multiprocess")

@@ -58,7 +58,19 @@ def job(name: str) -> dg.JobDefinition:
     return _job(name, tuple(dataclasses.astuple(scale)))
 
 
-def round_job_def() -> dg.JobDefinition:
+def round_job_def(**scale) -> dg.JobDefinition:
     """The ``round`` job, reconstructable by import path (Dagster's re-execution and the step
-    processes of the multiprocess and dask executors load it so)."""
-    return job("round")
+    processes of the multiprocess and dask executors load it so), for the ``scale`` settings
+    given (default: those in force)."""
+    if not scale:
+        return job("round")
+    return _job("round", tuple(dataclasses.astuple(ScaleConfig(**scale))))
+
+
+def reconstructable_round(scale: ScaleConfig):
+    """``round_job_def`` for ``scale``, by import path. The settings travel in the pointer:
+    Dagster keeps the last job it reconstructed per pointer for the life of a process, so a
+    pointer without them would hand a process that changed ``scale`` (a benchmark, a test, a
+    long-lived launcher) the previous fan-out and executor."""
+    return dg.build_reconstructable_job("rs_pipeline.defs", "round_job_def",
+                                        reconstructable_kwargs=dataclasses.asdict(scale))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster._core.storage.tags import TAGS_TO_MAYBE_OMIT_ON_RETRY
 
-from rs_pipeline.defs import job, round_job_def
+from rs_pipeline.defs import job, reconstructable_round
 from rs_pipeline.defs.partitions import add_round, adopt_stored_rounds
 from rs_pipeline.defs.recovery import CRASHED_TAG, owner_tags
 from rs_pipeline.defs.resources import LOCK_TOKEN_TAG, lock_tags
@@ -33,7 +33,7 @@ def _execute_round(instance: dg.DagsterInstance, key: str, tags: dict[str, str],
         return job("round").execute_in_process(
             instance=instance, partition_key=key, run_config=run_config, raise_on_error=False,
             tags=tags, asset_selection=asset_selection)
-    return dg.execute_job(dg.reconstructable(round_job_def), instance=instance,
+    return dg.execute_job(reconstructable_round(ctx.settings.scale), instance=instance,
                           run_config=run_config, asset_selection=asset_selection,
                           tags={**tags, "dagster/partition": key, **lock_tags(ctx.home)},
                           raise_on_error=False)
@@ -60,9 +60,10 @@ def reexecute_round(instance: dg.DagsterInstance, run: dg.DagsterRun,
     from rs_pipeline.context import load_context
 
     omit = {*TAGS_TO_MAYBE_OMIT_ON_RETRY, CRASHED_TAG, LOCK_TOKEN_TAG}
+    ctx = load_context()
     tags = {**{k: v for k, v in run.tags.items() if k not in omit}, **owner_tags(),
-            **lock_tags(load_context().home)}
-    return dg.execute_job(dg.reconstructable(round_job_def), instance=instance, tags=tags,
+            **lock_tags(ctx.home)}
+    return dg.execute_job(reconstructable_round(ctx.settings.scale), instance=instance, tags=tags,
                           run_config=QUIET if quiet else None,
                           reexecution_options=dg.ReexecutionOptions.from_failure(
                               run.run_id, instance))
