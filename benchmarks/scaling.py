@@ -67,6 +67,11 @@ def _report(label: str, steps: dict[str, dict]) -> dict[str, float]:
         print(f"  {label} {asset:11s}: span {spans[asset]:6.2f}s, parts' model work {work:6.2f}s "
               f"(busiest {max(p['work'] for p in parts):.2f}s), overhead per part step "
               f"{overhead:.2f}s, merge step {merge['end'] - merge['start']:.2f}s", flush=True)
+        first = min(p["start"] for p in parts)
+        print("    timeline (s from the first part's start): " + ", ".join(
+            f"{k.rsplit('_part_', 1)[1]} {v['start'] - first:.1f}-{v['end'] - first:.1f}"
+            for k, v in sorted(mine.items()) if "_part_s" in k)
+            + f", merge {merge['start'] - first:.1f}-{merge['end'] - first:.1f}", flush=True)
     return spans
 
 

@@ -217,3 +217,20 @@ def test_a_process_that_changes_scale_reconstructs_the_new_fan_out():
     assert parts(ScaleConfig()) == (["generations_part_s0"], "in_process")
     assert parts(ScaleConfig(shards=2, executor="multiprocess")) == (
         ["generations_part_s0", "generations_part_s1"], "multiprocess")
+
+
+def test_step_workers_preload_the_package_and_warm_an_existing_store_only(tmp_path):
+    """Dask workers and the forkserver import ``defs.worker_preload`` before their first step;
+    its dask hook opens the home's MLflow store when there is one and never creates one."""
+    from rs_pipeline.config import ScaleConfig
+    from rs_pipeline.defs import worker_preload
+    from rs_pipeline.defs.executors import PRELOAD, executor_config
+
+    forkserver = executor_config(ScaleConfig(executor="multiprocess"))["start_method"]
+    assert forkserver["forkserver"]["preload_modules"] == [PRELOAD]
+    assert executor_config(ScaleConfig(executor="dask"))["cluster"]["local"]["preload"] == [PRELOAD]
+    home = tmp_path / "home"
+    home.mkdir()
+    with pointing_at(home):
+        worker_preload.dask_setup()
+    assert not (home / "mlflow.db").exists()
