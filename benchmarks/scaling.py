@@ -8,10 +8,13 @@ The home is bootstrapped and round 1 run once in process (the reference rows); t
 rows must equal the reference. Per worker count it prints the span of each fanned-out asset
 (first part's start to its merge's end), the parts' own model seconds, and the orchestration
 overhead per step (a part step's wall time minus the work it timed; a merge's whole wall time,
-which reads the parts' shards and logs to MLflow). Ends with one line
-``speedup_generation=<x> speedup_scoring=<x> speedup_gen_plus_scoring=<x>`` (2 workers over 1).
+which reads the parts' shards and logs to MLflow), and the CPU seconds of the orchestrating
+process. The pair of runs is repeated (``--repeats``, alternating 1 and 2 workers: this
+machine's speed drifts by tens of percent between minutes) and ends with one line
+``speedup_generation=<x> speedup_scoring=<x> speedup_gen_plus_scoring=<x>``, the medians of the
+repeats' ratios (2 workers over 1).
 
-Run: ``python benchmarks/scaling.py [--size demo|quick]`` (demo: 2,048 prompts x 8, the
+Run: ``python benchmarks/scaling.py [--size demo|quick] [--repeats 3]`` (demo: 2,048 prompts x 8, the
 default round; quick: 512 prompts).
 """
 
@@ -19,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -78,12 +83,13 @@ def _report(label: str, steps: dict[str, dict]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", choices=sorted(SIZES), default="demo")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="1-then-2-worker pairs; the last line gives the medians")
     args = parser.parse_args()
     import dagster as dg
 
     from rs_pipeline.config import TASK_PRESETS, merge
-    from rs_pipeline.defs.runner import _execute_round, failure_messages, run_bootstrap, run_round
-    from rs_pipeline.home_lock import home_lock
+    from rs_pipeline.defs.runner import run_bootstrap, run_round
     from rs_pipeline.storage import AssetStore
 
     settings = merge(TASK_PRESETS["rev8"], SIZES[args.size])
@@ -111,27 +117,47 @@ def main() -> None:
         reference = {a: store.read_table(a, key) for a in ASSETS}
         print(f"round 1: {reference['generations'].num_rows} generations, {PARTS} parts of "
               f"{round_size // PARTS} prompts", flush=True)
-        spans = {}
-        for workers in (1, 2):
-            configure({"shards": PARTS, "executor": "dask", "workers": workers,
-                       "torch_threads": 1})
-            t = time.perf_counter()
-            with home_lock(home, "benchmark"):
-                run = _execute_round(instance, key, {"rs_pipeline/force": "true"}, True,
-                                     asset_selection=[dg.AssetKey(a) for a in ASSETS])
-            assert run.success, failure_messages(instance, run)
-            print(f"{workers} worker(s): run {time.perf_counter() - t:.1f}s (cluster start "
-                  "included)", flush=True)
-            spans[workers] = _report(f"{workers}w", _steps(instance, run.run_id))
-            same = all(store.read_table(a, key).equals(reference[a]) for a in ASSETS)
-            print(f"  rows identical to the in-process round: {same}", flush=True)
-            assert same, "a sharded run wrote different rows"
-        one, two = spans[1], spans[2]
-        print(f"speedup_generation={one['generations'] / two['generations']:.2f} "
-              f"speedup_scoring={one['scores'] / two['scores']:.2f} "
-              f"speedup_gen_plus_scoring={sum(one.values()) / sum(two.values()):.2f}")
+        ratios = []
+        for repeat in range(args.repeats):
+            spans = {}
+            for workers in (1, 2):
+                spans[workers] = _timed_run(instance, home, key, store, reference, workers,
+                                             configure)
+            one, two = spans[1], spans[2]
+            ratios.append((one["generations"] / two["generations"], one["scores"] / two["scores"],
+                           sum(one.values()) / sum(two.values())))
+            print(f"repeat {repeat + 1}: speed-up generation {ratios[-1][0]:.2f}, scoring "
+                  f"{ratios[-1][1]:.2f}, generation + scoring {ratios[-1][2]:.2f}", flush=True)
+        gen, scoring, both = (statistics.median(r[i] for r in ratios) for i in range(3))
+        print(f"speedup_generation={gen:.2f} speedup_scoring={scoring:.2f} "
+              f"speedup_gen_plus_scoring={both:.2f}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _timed_run(instance, home, key, store, reference, workers, configure) -> dict[str, float]:
+    """Re-materialize the round's generations and scores on ``workers`` dask workers; the
+    fanned-out assets' spans, after checking the rows equal the in-process round's."""
+    import dagster as dg
+
+    from rs_pipeline.defs.runner import _execute_round, failure_messages
+    from rs_pipeline.home_lock import home_lock
+
+    configure({"shards": PARTS, "executor": "dask", "workers": workers, "torch_threads": 1})
+    t, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    with home_lock(home, "benchmark"):
+        run = _execute_round(instance, key, {"rs_pipeline/force": "true"}, True,
+                             asset_selection=[dg.AssetKey(a) for a in ASSETS])
+    assert run.success, failure_messages(instance, run)
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"{workers} worker(s): run {time.perf_counter() - t:.1f}s (cluster start included); "
+          f"the orchestrating process used "
+          f"{used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime:.1f} CPU s", flush=True)
+    spans = _report(f"{workers}w", _steps(instance, run.run_id))
+    same = all(store.read_table(a, key).equals(reference[a]) for a in ASSETS)
+    print(f"  rows identical to the in-process round: {same}", flush=True)
+    assert same, "a sharded run wrote different rows"
+    return spans
 
 
 if __name__ == "__main__":

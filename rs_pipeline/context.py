@@ -196,8 +196,8 @@ def check_settings(cfg: PipelineConfig) -> list[str]:
 def scale_problems(scale) -> list[str]:
     """What the ``scale`` settings need that is missing (one line each)."""
     problems = []
-    if scale.executor == "dask" and importlib.util.find_spec("dagster_dask") is None:
-        problems.append("setting scale.executor='dask' needs dagster-dask: pip install "
+    if scale.executor == "dask" and importlib.util.find_spec("distributed") is None:
+        problems.append("setting scale.executor='dask' needs dask.distributed: pip install "
                         "'rs_pipeline[scale]'")
     if scale.dask_address and scale.executor != "dask":
         problems.append(f"setting scale.dask_address is for scale.executor='dask' (it is "

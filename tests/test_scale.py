@@ -131,16 +131,25 @@ def test_multiprocess_steps_are_bounded_by_the_model_work_pool(sharded):
 
 @pytest.mark.slow
 def test_a_sharded_round_on_a_dask_local_cluster_writes_the_in_process_rows(sharded):
-    """dagster-dask on a real LocalCluster of two worker processes."""
-    pytest.importorskip("dagster_dask")
+    """Steps on a real LocalCluster of two worker processes: each ready part goes to a free
+    worker (both work), and the ``model_work`` pool bounds them as on the other executors."""
+    pytest.importorskip("distributed")
     home, reference = sharded
     instance, run_id, tables = _redo(home, shards=2, executor="dask", workers=2,
-                                     torch_threads=1)
+                                     torch_threads=1, pool_limit=2)
     _equal(tables, reference)
     spans = _spans(instance, run_id)
     assert sorted(spans) == [f"{a}.{a}_part_s{i}" for a in TABLES for i in range(2)]
-    pids = {pid for *_, pid in spans.values()}
-    assert os.getpid() not in pids and len(pids) == 2  # the cluster's two workers
+    for asset in TABLES:  # the two parts of each asset on the cluster's two workers
+        pids = {pid for k, (*_, pid) in spans.items() if k.startswith(f"{asset}.")}
+        assert os.getpid() not in pids and len(pids) == 2, (asset, spans)
+    assert not _blocked(instance, run_id)
+    instance, run_id, tables = _redo(home, ("generations",), shards=2, executor="dask",
+                                     workers=2, torch_threads=1, pool_limit=1)
+    _equal(tables, reference)
+    one = _spans(instance, run_id)
+    assert not _overlap(one, "generations")
+    assert _blocked(instance, run_id) & set(one)  # the second part waited for the pool's slot
 
 
 def _validate(definitions_file: Path, run_config_file: Path) -> dict:
@@ -228,7 +237,7 @@ def test_step_workers_preload_the_package_and_warm_an_existing_store_only(tmp_pa
 
     forkserver = executor_config(ScaleConfig(executor="multiprocess"))["start_method"]
     assert forkserver["forkserver"]["preload_modules"] == [PRELOAD]
-    assert executor_config(ScaleConfig(executor="dask"))["cluster"]["local"]["preload"] == [PRELOAD]
+    assert executor_config(ScaleConfig(executor="dask"))["preload"] == [PRELOAD]
     home = tmp_path / "home"
     home.mkdir()
     with pointing_at(home):
