@@ -6,7 +6,7 @@ quarter of the round).
 The home is bootstrapped and round 1 run once in process (the reference rows); then round 1's
 ``generations`` and ``scores`` are re-materialized (forced) with each worker count, and their
 rows must equal the reference. Per worker count it prints the span of each fanned-out asset
-(first part's start to its merge's end), the parts' own model seconds, and the orchestration
+(first part's start to its merge's end), the parts' own model seconds (wall and CPU), and the orchestration
 overhead per step (a part step's wall time minus the work it timed; a merge's whole wall time,
 which reads the parts' shards and logs to MLflow), and the CPU seconds of the orchestrating
 process. The pair of runs is repeated (``--repeats``, alternating 1 and 2 workers: this
@@ -57,6 +57,7 @@ def _steps(instance, run_id: str) -> dict[str, dict]:
             meta = event.step_output_data.metadata
             if "seconds" in meta:
                 step["work"] = meta["seconds"].value
+                step["cpu"] = meta["cpu_seconds"].value
     return steps
 
 
@@ -67,10 +68,10 @@ def _report(label: str, steps: dict[str, dict]) -> dict[str, float]:
         parts = [v for k, v in mine.items() if "_part_s" in k]
         merge = mine[f"{asset}.{asset}_merge"]
         spans[asset] = merge["end"] - min(p["start"] for p in parts)
-        work = sum(p["work"] for p in parts)
+        work, cpu = sum(p["work"] for p in parts), sum(p["cpu"] for p in parts)
         overhead = sum(p["end"] - p["start"] - p["work"] for p in parts) / len(parts)
         print(f"  {label} {asset:11s}: span {spans[asset]:6.2f}s, parts' model work {work:6.2f}s "
-              f"(busiest {max(p['work'] for p in parts):.2f}s), overhead per part step "
+              f"(CPU {cpu:.2f}s, busiest {max(p['work'] for p in parts):.2f}s), overhead per part step "
               f"{overhead:.2f}s, merge step {merge['end'] - merge['start']:.2f}s", flush=True)
         first = min(p["start"] for p in parts)
         print("    timeline (s from the first part's start): " + ", ".join(

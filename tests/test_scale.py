@@ -107,6 +107,10 @@ def test_parts_in_process_write_the_unsharded_rows(sharded):
     assert sorted(spans) == [f"{a}.{a}_part_s{i}" for a in TABLES for i in range(3)]
     meta = instance.get_latest_materialization_event(dg.AssetKey("generations"))
     assert meta.asset_materialization.metadata["scale/parts"].value == 3
+    timed = [r.dagster_event.step_output_data.metadata for r in instance.all_logs(run_id)
+             if r.dagster_event is not None and r.dagster_event.event_type_value == "STEP_OUTPUT"
+             and "_part_s" in r.dagster_event.step_key]
+    assert len(timed) == 6 and all(m["cpu_seconds"].value > 0 < m["seconds"].value for m in timed)
     assert not list((home / "assets" / "generations").glob("*.shards"))  # merged and cleared
 
 
