@@ -5,6 +5,9 @@ executors' own schemas."""
 
 import os
 import shutil
+import signal
+import threading
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -154,6 +157,54 @@ def test_a_sharded_round_on_a_dask_local_cluster_writes_the_in_process_rows(shar
     one = _spans(instance, run_id)
     assert not _overlap(one, "generations")
     assert _blocked(instance, run_id) & set(one)  # the second part waited for the pool's slot
+
+
+@pytest.mark.slow
+def test_a_killed_dask_worker_fails_its_step_and_the_rerun_writes_the_rows(sharded):
+    """SIGKILL the worker process running a part: the run fails that step (it is not quietly
+    run again on the other worker) and the plain rerun writes the in-process rows."""
+    pytest.importorskip("distributed")
+    home, reference = sharded
+    victim = "generations.generations_part_s0"
+    killed = []
+
+    def kill_when_started(instance, stop):
+        earlier = {run.run_id for run in instance.get_runs()}
+        while not stop.is_set() and not killed:
+            for run in instance.get_runs(limit=1):
+                for record in instance.all_logs(run.run_id) if run.run_id not in earlier else ():
+                    event = record.dagster_event
+                    if event and event.step_key == victim and event.event_type_value == "STEP_START":
+                        assert event.pid != os.getpid()
+                        os.kill(event.pid, signal.SIGKILL)
+                        killed.append(event.pid)
+                        return
+            time.sleep(0.05)
+
+    _set(home, {"shards": 2, "executor": "dask", "workers": 2, "torch_threads": 1}, 2)
+    with pointing_at(home):
+        instance = dg.DagsterInstance.get()
+        stop = threading.Event()
+        watcher = threading.Thread(target=kill_when_started, args=(instance, stop))
+        watcher.start()
+        try:
+            with home_lock(home, "test"):
+                result = _execute_round(instance, KEY, {"rs_pipeline/force": "true"}, True,
+                                        asset_selection=[dg.AssetKey(a) for a in TABLES])
+        finally:
+            stop.set()
+            watcher.join()
+        assert killed and not result.success
+        starts = [r for r in instance.all_logs(result.run_id) if r.dagster_event
+                  and r.dagster_event.step_key == victim
+                  and r.dagster_event.event_type_value == "STEP_START"]
+        assert len(starts) == 1  # ran once, on the killed worker
+        failures = [r.dagster_event.step_key for r in instance.all_logs(result.run_id)
+                    if r.dagster_event and r.dagster_event.event_type_value == "STEP_FAILURE"]
+        assert failures == [victim]
+    _, _, tables = _redo(home, shards=2, executor="dask", workers=2, torch_threads=1,
+                         pool_limit=2)
+    _equal(tables, reference)
 
 
 def _validate(definitions_file: Path, run_config_file: Path) -> dict:
