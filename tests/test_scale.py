@@ -136,12 +136,51 @@ def test_multiprocess_steps_are_bounded_by_the_model_work_pool(sharded):
     assert not _blocked(instance, run_id)  # two slots: neither part waited
 
 
+def _kill_first_part(instance, stop, killed: list) -> None:
+    """SIGKILL the step process of the first part that starts in a run begun after this call."""
+    earlier = {run.run_id for run in instance.get_runs()}
+    while not stop.is_set():
+        for run in instance.get_runs(limit=1):
+            for record in instance.all_logs(run.run_id) if run.run_id not in earlier else ():
+                event = record.dagster_event
+                if (event and "_part_s" in (event.step_key or "")
+                        and event.event_type_value == "STEP_START"):
+                    assert event.pid != os.getpid()
+                    os.kill(event.pid, signal.SIGKILL)
+                    killed.append(event.step_key)
+                    return
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
-def test_a_sharded_round_on_a_dask_local_cluster_writes_the_in_process_rows(sharded):
-    """Steps on a real LocalCluster of two worker processes: each ready part goes to a free
-    worker (both work), and the ``model_work`` pool bounds them as on the other executors."""
+def test_a_sharded_round_on_a_dask_local_cluster_survives_a_killed_worker(sharded):
+    """Steps on a real LocalCluster of two worker processes. With the ``model_work`` pool at 1
+    the second part waits for the first's slot; SIGKILL the worker running the first: the run
+    fails that step, which ran once (not again on the other worker). The plain rerun (pool at 2)
+    puts each ready part on a free worker (both work, none waits) and writes the in-process
+    rows."""
     pytest.importorskip("distributed")
     home, reference = sharded
+    _set(home, {"shards": 2, "executor": "dask", "workers": 2, "torch_threads": 1}, 1)
+    killed = []
+    with pointing_at(home):
+        instance = dg.DagsterInstance.get()
+        stop = threading.Event()
+        watcher = threading.Thread(target=_kill_first_part, args=(instance, stop, killed))
+        watcher.start()
+        try:
+            with home_lock(home, "test"):
+                result = _execute_round(instance, KEY, {"rs_pipeline/force": "true"}, True,
+                                        asset_selection=[dg.AssetKey("generations")])
+        finally:
+            stop.set()
+            watcher.join()
+        assert killed and not result.success
+        events = [r.dagster_event for r in instance.all_logs(result.run_id) if r.dagster_event]
+        assert [e.step_key for e in events if e.event_type_value == "STEP_START"
+                and e.step_key == killed[0]] == killed  # it ran once, on the killed worker
+        assert [e.step_key for e in events if e.event_type_value == "STEP_FAILURE"] == killed
+        assert _blocked(instance, result.run_id) - set(killed)  # the other part waited its turn
     instance, run_id, tables = _redo(home, shards=2, executor="dask", workers=2,
                                      torch_threads=1, pool_limit=2)
     _equal(tables, reference)
@@ -150,61 +189,7 @@ def test_a_sharded_round_on_a_dask_local_cluster_writes_the_in_process_rows(shar
     for asset in TABLES:  # the two parts of each asset on the cluster's two workers
         pids = {pid for k, (*_, pid) in spans.items() if k.startswith(f"{asset}.")}
         assert os.getpid() not in pids and len(pids) == 2, (asset, spans)
-    assert not _blocked(instance, run_id)
-    instance, run_id, tables = _redo(home, ("generations",), shards=2, executor="dask",
-                                     workers=2, torch_threads=1, pool_limit=1)
-    _equal(tables, reference)
-    one = _spans(instance, run_id)
-    assert not _overlap(one, "generations")
-    assert _blocked(instance, run_id) & set(one)  # the second part waited for the pool's slot
-
-
-@pytest.mark.slow
-def test_a_killed_dask_worker_fails_its_step_and_the_rerun_writes_the_rows(sharded):
-    """SIGKILL the worker process running a part: the run fails that step (it is not quietly
-    run again on the other worker) and the plain rerun writes the in-process rows."""
-    pytest.importorskip("distributed")
-    home, reference = sharded
-    victim = "generations.generations_part_s0"
-    killed = []
-
-    def kill_when_started(instance, stop):
-        earlier = {run.run_id for run in instance.get_runs()}
-        while not stop.is_set() and not killed:
-            for run in instance.get_runs(limit=1):
-                for record in instance.all_logs(run.run_id) if run.run_id not in earlier else ():
-                    event = record.dagster_event
-                    if event and event.step_key == victim and event.event_type_value == "STEP_START":
-                        assert event.pid != os.getpid()
-                        os.kill(event.pid, signal.SIGKILL)
-                        killed.append(event.pid)
-                        return
-            time.sleep(0.05)
-
-    _set(home, {"shards": 2, "executor": "dask", "workers": 2, "torch_threads": 1}, 2)
-    with pointing_at(home):
-        instance = dg.DagsterInstance.get()
-        stop = threading.Event()
-        watcher = threading.Thread(target=kill_when_started, args=(instance, stop))
-        watcher.start()
-        try:
-            with home_lock(home, "test"):
-                result = _execute_round(instance, KEY, {"rs_pipeline/force": "true"}, True,
-                                        asset_selection=[dg.AssetKey(a) for a in TABLES])
-        finally:
-            stop.set()
-            watcher.join()
-        assert killed and not result.success
-        starts = [r for r in instance.all_logs(result.run_id) if r.dagster_event
-                  and r.dagster_event.step_key == victim
-                  and r.dagster_event.event_type_value == "STEP_START"]
-        assert len(starts) == 1  # ran once, on the killed worker
-        failures = [r.dagster_event.step_key for r in instance.all_logs(result.run_id)
-                    if r.dagster_event and r.dagster_event.event_type_value == "STEP_FAILURE"]
-        assert failures == [victim]
-    _, _, tables = _redo(home, shards=2, executor="dask", workers=2, torch_threads=1,
-                         pool_limit=2)
-    _equal(tables, reference)
+    assert not _blocked(instance, run_id)  # and the killed step's slot was given back
 
 
 def _validate(definitions_file: Path, run_config_file: Path) -> dict:
