@@ -6,16 +6,16 @@ quarter of the round).
 The home is bootstrapped and round 1 run once in process (the reference rows); then round 1's
 ``generations`` and ``scores`` are re-materialized (forced) with each worker count, and their
 rows must equal the reference. Per worker count it prints the span of each fanned-out asset
-(first part's start to its merge's end), the parts' own model seconds (wall and CPU), and the orchestration
-overhead per step (a part step's wall time minus the work it timed; a merge's whole wall time,
+(first part's start to its merge's end), the parts' own model seconds (wall and CPU), and the
+orchestration overhead per step (a part step's wall time minus the work it timed; a merge's whole wall time,
 which reads the parts' shards and logs to MLflow), and the CPU seconds of the orchestrating
 process. The pair of runs is repeated (``--repeats``, alternating 1 and 2 workers: this
 machine's speed drifts by tens of percent between minutes) and ends with one line
 ``speedup_generation=<x> speedup_scoring=<x> speedup_gen_plus_scoring=<x>``, the medians of the
 repeats' ratios (2 workers over 1).
 
-Run: ``python benchmarks/scaling.py [--size demo|quick] [--repeats 3]`` (demo: 2,048 prompts x 8, the
-default round; quick: 512 prompts).
+Run: ``python benchmarks/scaling.py [--size demo|quick] [--repeats 3]`` (demo: 2,048 prompts
+x 8, the default round; quick: 512 prompts).
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def _report(label: str, steps: dict[str, dict]) -> dict[str, float]:
         work, cpu = sum(p["work"] for p in parts), sum(p["cpu"] for p in parts)
         overhead = sum(p["end"] - p["start"] - p["work"] for p in parts) / len(parts)
         print(f"  {label} {asset:11s}: span {spans[asset]:6.2f}s, parts' model work {work:6.2f}s "
-              f"(CPU {cpu:.2f}s, busiest {max(p['work'] for p in parts):.2f}s), overhead per part step "
-              f"{overhead:.2f}s, merge step {merge['end'] - merge['start']:.2f}s", flush=True)
+              f"(CPU {cpu:.2f}s, busiest {max(p['work'] for p in parts):.2f}s), overhead per "
+              f"part step {overhead:.2f}s, merge step {merge['end'] - merge['start']:.2f}s", flush=True)
         first = min(p["start"] for p in parts)
         print("    timeline (s from the first part's start): " + ", ".join(
             f"{k.rsplit('_part_', 1)[1]} {v['start'] - first:.1f}-{v['end'] - first:.1f}"

@@ -113,7 +113,8 @@ def test_parts_in_process_write_the_unsharded_rows(sharded):
     timed = [r.dagster_event.step_output_data.metadata for r in instance.all_logs(run_id)
              if r.dagster_event is not None and r.dagster_event.event_type_value == "STEP_OUTPUT"
              and "_part_s" in r.dagster_event.step_key]
-    assert len(timed) == 6 and all(m["cpu_seconds"].value > 0 < m["seconds"].value for m in timed)
+    assert len(timed) == 6
+    assert all(m["cpu_seconds"].value > 0 and m["seconds"].value > 0 for m in timed)
     assert not list((home / "assets" / "generations").glob("*.shards"))  # merged and cleared
 
 
@@ -190,6 +191,20 @@ def test_a_sharded_round_on_a_dask_local_cluster_survives_a_killed_worker(sharde
         pids = {pid for k, (*_, pid) in spans.items() if k.startswith(f"{asset}.")}
         assert os.getpid() not in pids and len(pids) == 2, (asset, spans)
     assert not _blocked(instance, run_id)  # and the killed step's slot was given back
+
+
+def test_an_unreachable_dask_scheduler_is_named_by_its_setting():
+    pytest.importorskip("distributed")
+    import dask
+
+    from rs_pipeline.defs.dask_steps import DaskStepExecutor
+    from rs_pipeline.errors import InputError
+
+    executor = DaskStepExecutor("tcp://127.0.0.1:9", 1, [])  # port 9: nothing listens
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        with pytest.raises(InputError, match=r"scale.dask_address.*tcp://127.0.0.1:9"):
+            with executor._client():
+                pass
 
 
 def _validate(definitions_file: Path, run_config_file: Path) -> dict:

@@ -16,7 +16,7 @@ ignores pools; and as released it fails on every run that uses a pool.
 
 Worker deaths: a LocalCluster started here lets no task be retried on another worker
 (``allowed-failures: 0``), so a killed worker fails its step (one health check later) instead
-of silently running it twice; re-executing the run from failure resumes it (README "Crashes").
+of silently running it twice; the plain rerun resumes it (README "Crashes, interruptions and bad input").
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from dagster._core.executor.step_delegating import (
     StepHandler,
     StepHandlerContext,
 )
+
+from rs_pipeline.errors import InputError
 
 POLL_SECONDS = 0.1  # how often the executor reads the run's event log
 HEALTH_SECONDS = 2  # how often it asks dask whether a running step's task failed
@@ -141,7 +143,12 @@ class DaskStepExecutor(StepDelegatingExecutor):
         from dask.distributed import Client, LocalCluster
 
         if self.address:
-            with Client(self.address) as client:
+            try:
+                client = Client(self.address)
+            except OSError as e:  # a scheduler that is not up, a wrong host or port
+                raise InputError(f"setting scale.dask_address: no dask scheduler answers at "
+                                 f"{self.address!r} ({e})") from e
+            with client:
                 yield client
             return
         with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
