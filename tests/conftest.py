@@ -24,10 +24,17 @@ TINY = {
 }
 
 
+# a run launched from the UI or by the daemon waits in Dagster's queue for the next dequeue
+# (every 5 s by default; 1 s here)
+INSTANCE_YAML = ("telemetry:\n  enabled: false\nrun_coordinator:\n"
+                 "  module: dagster._core.run_coordinator\n  class: QueuedRunCoordinator\n"
+                 "  config:\n    dequeue_interval_seconds: 1\n")
+
+
 def make_home(path, monkeypatch, settings=TINY):
     """A fresh Dagster home with ``settings``; DAGSTER_HOME points at it."""
     path.mkdir(parents=True)
-    (path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (path / "dagster.yaml").write_text(INSTANCE_YAML)
     (path / "rs_pipeline.yaml").write_text(yaml.safe_dump(settings))
     monkeypatch.setenv("DAGSTER_HOME", str(path))
     monkeypatch.delenv("RS_PIPELINE_CONFIG", raising=False)

@@ -4,12 +4,14 @@ again. The home must end with the tables and records of an uninterrupted run, wi
 running, claimed or half-written."""
 
 import json
+import multiprocessing
 import os
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,12 +38,76 @@ def _demo_args(home: Path, config: Path) -> list[str]:
     return ["demo", "--rounds", "1", "--config", str(config), "--home", str(home)]
 
 
-def _spawn(args: list[str], home: Path) -> subprocess.Popen:
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    env.pop("RS_PIPELINE_CONFIG", None)
-    return subprocess.Popen([sys.executable, "-m", "rs_pipeline.cli", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+# The CLI under test runs in children of a forkserver that imported the heavy libraries once:
+# a new interpreter spends ~10 s importing torch, transformers, Dagster and MLflow before the
+# command does anything. Each child imports the package itself afresh, reads its settings and
+# home as a new process does, and is killed (its whole session) like one.
+HEAVY = ["torch", "transformers.modeling_utils", "transformers.trainer", "datasets", "trl",
+         "dagster", "mlflow"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def preloaded_forkserver():
+    """This module's forkserver, stopped afterwards: the process has one, and Dagster's
+    multiprocess executor (tests/test_scale.py) starts its own with its own preload."""
+    from multiprocessing import forkserver
+
+    forkserver.set_forkserver_preload(HEAVY)
+    yield
+    forkserver._forkserver._stop()
+
+
+def _run_cli(args: list[str], env: dict, log: str) -> None:
+    """In the child: a session of its own, the environment given, output to ``log``."""
+    os.setsid()
+    os.environ.clear()
+    os.environ.update(env)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    code = main(args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class _Cli:
+    """An ``rs-pipeline`` command in a forkserver child, read like a ``subprocess.Popen``."""
+
+    def __init__(self, args: list[str], home: Path):
+        env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+        env.pop("RS_PIPELINE_CONFIG", None)
+        self.log = tempfile.NamedTemporaryFile(prefix="cli-", suffix=".log", delete=False).name
+        self.proc = multiprocessing.get_context("forkserver").Process(
+            target=_run_cli, args=(args, env, self.log))
+        self.proc.start()
+        self.pid = self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.exitcode
+
+    def poll(self) -> int | None:
+        return self.proc.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.proc.join(timeout)
+        if self.proc.exitcode is None:
+            raise subprocess.TimeoutExpired(str(self.pid), timeout)
+        return self.proc.exitcode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, None]:
+        self.wait(timeout)
+        return self.output(), None
+
+    def output(self) -> str:
+        return Path(self.log).read_text()
+
+
+def _spawn(args: list[str], home: Path) -> _Cli:
+    return _Cli(args, home)
 
 
 def _runs(home: Path) -> set[str]:
@@ -78,7 +144,7 @@ def _interrupt_in(home: Path, config: Path, step: str, sig: int, delay: float) -
                 time.sleep(delay)
                 break
             time.sleep(0.05)
-        assert proc.poll() is None, f"the demo ended before {step} started:\n{proc.stdout.read()}"
+        assert proc.poll() is None, f"the demo ended before {step} started:\n{proc.output()}"
         os.killpg(proc.pid, sig)
         out, _ = proc.communicate(timeout=120)
     finally:
