@@ -49,7 +49,11 @@ VARIANTS: dict[str, dict] = {
     "best_ever": {"selection": {"best_ever": True}},
     "random (baseline)": {"selection": {"rule": "random"}},
     "adaptive 2+2+4": {"generation": {"waves": "2,2,4", "stop_score": 0.5, "stop_margin": None}},
+    "likelihood reward": {"preference": {"reward": "likelihood"}},
 }
+#: Variants whose seed preference model differs from the shared bootstrap's: trained anew (the
+#: base policy is reused from the bootstrap's cache).
+OWN_SEED_MODEL = ("preference",)
 SIZES = {
     "demo": {},
     "quick": {"task": {"eval_size": 256, "gate_size": 256, "round_size": 512},
@@ -58,13 +62,17 @@ SIZES = {
 }
 
 
-def run_variant(settings: dict, boot: Path, home: Path, rounds: int) -> list[dict]:
+def run_variant(settings: dict, boot: Path, home: Path, rounds: int,
+                own_seed_model: bool = False) -> list[dict]:
     from rs_pipeline.config import config_from_dict
     from rs_pipeline.context import RunContext
     from rs_pipeline.steps.sampling import generated_tokens
 
     shutil.copytree(boot, home)
-    loop = core_rounds.Rounds(RunContext(config_from_dict(settings), home))
+    ctx = RunContext(config_from_dict(settings), home)
+    if own_seed_model:
+        core_rounds.bootstrap(ctx)
+    loop = core_rounds.Rounds(ctx)
     rows, tokens = [], 0
     for r in range(1, rounds + 1):
         t = time.perf_counter()
@@ -131,7 +139,7 @@ def main() -> None:
             results = {}
             for i, name in enumerate(names):
                 rows = run_variant(merge(base, VARIANTS[name]), root / "boot", root / f"v{i}",
-                                   args.rounds)
+                                   args.rounds, any(k in VARIANTS[name] for k in OWN_SEED_MODEL))
                 results[name] = rows
                 greedy = " ".join(fmt(r["champion_greedy"]) for r in rows)
                 print(f"  {name}: champion greedy {greedy} "

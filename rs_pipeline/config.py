@@ -20,6 +20,7 @@ from rs_pipeline.errors import InputError
 
 Selector = Literal["preference", "verifier", "mix"]
 PairStrategy = Literal["top_vs_other", "random", "active"]
+RewardKind = Literal["head", "likelihood"]
 AnnotatorKind = Literal["simulated", "file", "reward_model", "judge", "mixed", "human"]
 ChatTemplateMode = Literal["auto", "off"]
 Engine = Literal["transformers", "vllm"]
@@ -133,6 +134,9 @@ class PreferenceConfig:
     base_path: str | None = _f(
         None, "Local sequence-classifier folder to start from (else the policy); "
         "tools/preference_base.py builds one from an encoder.")
+    reward: RewardKind = _f("head", "'head': a sequence classifier's score head on the last token; "
+                            "'likelihood': the causal LM's log-likelihood of the completion, "
+                            "trained by the same BT loss (judges answers token by token).")
     seed_epochs: float = _f(2.0, "Epochs over the seed pairs.", gt=0)
     pairs_per_round: int = _f(2000, "On-policy pairs of distinct completions labelled per round.", ge=1)
     pair_strategy: PairStrategy = _f("top_vs_other", "'top_vs_other' (previous model's favourite "

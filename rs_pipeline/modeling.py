@@ -17,6 +17,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from rs_pipeline import likelihood_reward
 from rs_pipeline.errors import InputError
 
 PAD, EOS = "<pad>", "<eos>"
@@ -65,11 +66,14 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
-def _from_pretrained(cls, path: Path, what: str, expected_id: str | None, **kwargs):
+def _from_pretrained(cls, path: Path, what: str, expected_id: str | None, wrap=None, **kwargs):
+    """``cls`` loaded from ``path`` (then ``wrap``ped), its content id checked when expected."""
     try:
         model = cls.from_pretrained(str(path), local_files_only=True, **kwargs)
     except Exception as exc:  # noqa: BLE001 - a damaged folder, re-raised naming it
         raise InputError(f"{what} {path} cannot be loaded ({type(exc).__name__}: {exc})") from None
+    if wrap is not None:
+        model = wrap(model)
     if expected_id is not None:
         actual = weights_id(model, expected_id.split("-", 1)[0])
         if actual != expected_id:
@@ -94,16 +98,35 @@ def load_preference(path: str | Path, expected_id: str | None = None, heads: int
     (seed the caller's RNG). A decoder without a pad token pads with EOS (right padding: the
     classifier pools the last real token)."""
     path = _check_folder(path, "preference model folder")
-    tok = load_tokenizer(path)
-    if tok.pad_token_id is None:
-        raise InputError(f"preference model folder {path}: its tokenizer has neither a pad nor an "
-                         "EOS token, so rows cannot be padded (add a pad token to the folder)")
-    tok.padding_side = "right"
+    if likelihood_reward.marked(json.loads((path / "config.json").read_text())):
+        return likelihood_preference(path, expected_id)
+    tok = _preference_tokenizer(path)
     saved = saved_heads(path)
     heads = heads or saved or 1
     extra = {"ignore_mismatched_sizes": True} if saved not in (None, heads) else {}
     model = _from_pretrained(AutoModelForSequenceClassification, path, "preference model folder",
                              expected_id, num_labels=heads, **extra)
+    model.config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def _preference_tokenizer(path: Path):
+    tok = load_tokenizer(path)
+    if tok.pad_token_id is None:
+        raise InputError(f"preference model folder {path}: its tokenizer has neither a pad nor an "
+                         "EOS token, so rows cannot be padded (add a pad token to the folder)")
+    tok.padding_side = "right"
+    return tok
+
+
+def likelihood_preference(path: str | Path, expected_id: str | None = None):
+    """A causal-LM folder (the policy's, ``preference.base_path``, or a likelihood reward
+    checkpoint) as a likelihood reward model (``rs_pipeline.likelihood_reward``) and its
+    tokenizer."""
+    path = _check_folder(path, "preference model folder")
+    tok = _preference_tokenizer(path)
+    model = _from_pretrained(AutoModelForCausalLM, path, "preference model folder", expected_id,
+                             wrap=likelihood_reward.LikelihoodReward)
     model.config.pad_token_id = tok.pad_token_id
     return model, tok
 

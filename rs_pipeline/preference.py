@@ -25,7 +25,7 @@ from transformers import Trainer
 from rs_pipeline import scoring
 from rs_pipeline.ids import derive_seed
 from rs_pipeline.pairs import LabelledPair
-from rs_pipeline.preference_inputs import context_length, encode, pad_rows
+from rs_pipeline.preference_inputs import pad_rows
 from rs_pipeline.scoring import head_rewards
 from rs_pipeline.training import run_trainer
 
@@ -47,10 +47,6 @@ def bootstrap_weights(seed: int, pair: LabelledPair, heads: int) -> list[float]:
     """The pair's weight in each head's bootstrap: Poisson(1) draws seeded by (seed, pair)."""
     rng = np.random.default_rng(derive_seed(seed, "bootstrap", *pair[:3]))
     return rng.poisson(1.0, heads).astype(float).tolist()
-
-
-def _encode(model, tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> list[dict]:
-    return encode(tokenizer, prompts, completions, context_length(model.config, tokenizer))
 
 
 def rewards(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -98,8 +94,8 @@ def train_preference(model, tokenizer, pairs: Sequence[LabelledPair], *, epochs:
         raise ValueError("no labelled pairs to train the preference model on")
     prompts = [p[0] for p in pairs]
     columns = {
-        "a": _encode(model, tokenizer, prompts, [p[1] for p in pairs]),
-        "b": _encode(model, tokenizer, prompts, [p[2] for p in pairs]),
+        "a": scoring.model_rows(model, tokenizer, prompts, [p[1] for p in pairs]),
+        "b": scoring.model_rows(model, tokenizer, prompts, [p[2] for p in pairs]),
         "hp": [float(p[3]) for p in pairs]}
     heads = model.config.num_labels
     if heads > 1:

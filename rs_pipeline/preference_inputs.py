@@ -45,9 +45,11 @@ def context_length(config, tokenizer) -> int | None:
 
 
 def encode(tokenizer, prompts: Sequence[str], completions: Sequence[str],
-           max_length: int | None = None) -> list[dict[str, list[int]]]:
+           max_length: int | None = None, segments: bool = False) -> list[dict[str, list[int]]]:
     """Each (prompt, completion) as the preference model reads it: ``input_ids`` (and
-    ``token_type_ids`` for text-pair encoders), completions truncated to ``max_length``."""
+    ``token_type_ids`` for text-pair encoders), completions truncated to ``max_length``. With
+    ``segments`` (a decoder read as a likelihood reward), ``token_type_ids`` mark the
+    completion and its end token with 1, the prompt with 0."""
     prompts, completions = list(prompts), list(completions)
     p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     c_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
@@ -60,12 +62,16 @@ def encode(tokenizer, prompts: Sequence[str], completions: Sequence[str],
                 for i, t in zip(enc["input_ids"], enc["token_type_ids"])]
     else:
         eos, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-        tail = [eos] if eos is not None and eos != pad_id else []
+        # a likelihood reward scores the end too (its rows' lengths, not the pad id, mark them)
+        tail = [eos] if eos is not None and (eos != pad_id or segments) else []
         heads = tokenizer(prompts)["input_ids"]  # with the tokenizer's own BOS, if any
         special = len(tail) + max((len(h) - len(p) for h, p in zip(heads, p_ids)), default=0)
         _check_prompts(p_ids, special, max_length)
         room = [_HUGE if max_length is None else max_length - len(h) - len(tail) for h in heads]
         rows = [{"input_ids": h + c[:r] + tail} for h, c, r in zip(heads, c_ids, room)]
+        if segments:
+            for row, h in zip(rows, heads):
+                row["token_type_ids"] = [0] * len(h) + [1] * (len(row["input_ids"]) - len(h))
     cut = sum(len(p) + len(c) + special > max_length for p, c in zip(p_ids, c_ids)) \
         if max_length else 0
     if cut:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 
+from rs_pipeline import likelihood_reward
 from rs_pipeline.annotators import kinds_in_use, model_problems
 from rs_pipeline.chat import render_text, uses_template
 from rs_pipeline.context import RunContext
@@ -63,6 +64,7 @@ def preflight(ctx: RunContext) -> list[str]:
     if reward is not None and rows:  # as the preference model reads them: with special tokens
         ids = [r["input_ids"] for r in encode(reward[0], texts, [""] * len(texts))]
         _lengths(rows, ids, ids, *reward[:2], new, "preference model", where, problems)
+    problems += likelihood_reward.problems(s.preference, reward[2] if reward else None)
     problems += _dpo_settings(s, ctx.task.has_verifier)
     _lora(s.sft.lora, policy, "CAUSAL_LM", "sft.lora", problems)
     _lora(s.preference.lora, reward or (None if s.preference.base_path else policy), "SEQ_CLS",

@@ -30,9 +30,11 @@ from collections.abc import Sequence
 import torch
 from transformers import DynamicCache
 
+from rs_pipeline.likelihood_reward import is_likelihood
 from rs_pipeline.preference_inputs import context_length, encode, pad_rows, reads_text_pairs
 
-__all__ = ["ENABLED", "STATS", "head_rewards", "plain_heads", "reset_stats", "score_heads"]
+__all__ = ["ENABLED", "STATS", "head_rewards", "model_rows", "plain_heads", "reset_stats",
+           "score_heads"]
 
 #: Switch for the benchmark's "before" side: False scores every row as the plain path.
 ENABLED = True
@@ -51,8 +53,12 @@ def head_rewards(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(**{k: batch[k] for k in keys if k in batch}).logits
 
 
-def _rows(model, tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> list[dict]:
-    return encode(tokenizer, prompts, completions, context_length(model.config, tokenizer))
+def model_rows(model, tokenizer, prompts: Sequence[str],
+               completions: Sequence[str]) -> list[dict]:
+    """The rows ``model`` reads (``preference_inputs.encode``: within its context, with the
+    completion marked for a likelihood reward)."""
+    return encode(tokenizer, prompts, completions, context_length(model.config, tokenizer),
+                  segments=is_likelihood(model))
 
 
 def _empty(model) -> torch.Tensor:
@@ -64,7 +70,7 @@ def plain_heads(model, tokenizer, prompts: Sequence[str], completions: Sequence[
                 batch_size: int = 1024) -> torch.Tensor:
     """Every row, batches in the given order, each padded to its longest row."""
     model.eval()
-    rows = _rows(model, tokenizer, prompts, completions)
+    rows = model_rows(model, tokenizer, prompts, completions)
     out = []
     for i in range(0, len(rows), batch_size):
         chunk = rows[i: i + batch_size]
@@ -97,7 +103,7 @@ def score_heads(model, tokenizer, prompts: Sequence[str], completions: Sequence[
     if not keys:
         return _empty(model)
     todo_p, todo_c = [k[0] for k in distinct], [k[1] for k in distinct]
-    rows = _rows(model, tokenizer, todo_p, todo_c)
+    rows = model_rows(model, tokenizer, todo_p, todo_c)
     parts = _parts(model)
     if shared_prefix and parts and _reads_prefix_first(tokenizer):
         heads = _prefix_heads(model, parts, tokenizer, todo_p, rows, batch_size)

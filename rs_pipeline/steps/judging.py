@@ -15,7 +15,7 @@ from rs_pipeline.annotators.human import RequestState, request_table
 from rs_pipeline.context import RunContext
 from rs_pipeline.ids import config_hash, derive_seed, seeded_rng, table_version
 from rs_pipeline.lora import fine_tune
-from rs_pipeline.modeling import load_preference, preference_from_policy
+from rs_pipeline.modeling import likelihood_preference, load_preference, preference_from_policy
 from rs_pipeline.pairs import (
     LabelledPair,
     active_pairs,
@@ -40,9 +40,12 @@ def train_seed_preference(ctx: RunContext, base: PolicyCheckpoint, seed_table: p
     record = ctx.checkpoints.cached("preference", key, PreferenceCheckpoint)
     if record is None:
         train, held = split_pairs(seed_table)
-        model, tok = (_from_base(pc.base_path, pc.ensemble_heads, cfg.seed) if pc.base_path else
-                      preference_from_policy(ctx.checkpoints.local_dir(base.path), cfg.seed,
-                                             heads=pc.ensemble_heads))
+        start = pc.base_path or ctx.checkpoints.local_dir(base.path)
+        if pc.reward == "likelihood":  # the causal LM itself (preflight: no heads, no LoRA)
+            model, tok = likelihood_preference(start)
+        else:
+            model, tok = (_from_base(pc.base_path, pc.ensemble_heads, cfg.seed) if pc.base_path
+                          else preference_from_policy(start, cfg.seed, heads=pc.ensemble_heads))
         model, metrics, lora = _train(model, tok, train, pc, resume, epochs=pc.seed_epochs,
                                       lr=pc.seed_learning_rate, seed=cfg.seed)
         model_id, path = ctx.checkpoints.save(model, tok, "preference", "rm")

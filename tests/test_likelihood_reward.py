@@ -1,0 +1,175 @@
+"""``preference.reward: likelihood``: a causal LM's log-likelihood of the completion as the reward,
+trained by the soft-label BT loss, saved and reloaded as a checkpoint of its own, refused where
+its settings cannot hold."""
+
+import random
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from rs_pipeline import preference
+from rs_pipeline.config import config_from_dict
+from rs_pipeline.errors import InputError
+from rs_pipeline.likelihood_reward import is_likelihood, problems
+from rs_pipeline.modeling import likelihood_preference, load_policy, load_preference, weights_id
+from rs_pipeline.tasks import get_task
+from rs_pipeline.training import IGNORE, encode_completions
+
+
+def _log_likelihood(policy_path, prompts, completions, mode):
+    """Sum of the completion's token log-probs (and its end token), computed row by row from the
+    LM's full logits: what the reward must equal."""
+    lm, tok = load_policy(policy_path)
+    out = []
+    for row in encode_completions(tok, prompts, completions, mode):
+        ids, labels = torch.tensor([row["input_ids"]]), torch.tensor(row["labels"][1:])
+        with torch.no_grad():
+            logp = torch.log_softmax(lm(input_ids=ids).logits[0, :-1].float(), -1)
+        keep = labels != IGNORE
+        out.append(logp[keep].gather(1, labels[keep][:, None]).sum().item())
+    return out
+
+
+@pytest.mark.parametrize("policy", ["tiny_policy", "tiny_chat_policy"])
+def test_the_reward_is_the_log_likelihood_of_the_completion(policy, request):
+    """The demo's char model and a Llama with a byte-level BPE tokenizer (prompt read without
+    its chat template, as every preference model reads text), rows of different lengths in one
+    batch."""
+    path = request.getfixturevalue(policy)
+    model, tok = likelihood_preference(path)
+    assert is_likelihood(model) and model.config.num_labels == 1
+    prompts = get_task("rev8").prompts()[:5]
+    completions = ["abc", "a", "hgfedcba", "", "zz"]
+    mode = "off" if policy == "tiny_chat_policy" else "auto"
+    expected = _log_likelihood(path, prompts, completions, mode)
+    assert preference.score(model, tok, prompts, completions) == pytest.approx(expected, abs=1e-4)
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAtStep3(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            raise _Crash
+
+
+def _rev8_pairs():
+    task, rng = get_task("rev8"), random.Random(0)
+    prompts = task.prompts()[2000:2600]
+    train = [(p, task.answer(p), task.bugged_answer(p), 1.0) for p in prompts[:400]]
+    train += [(p, task.wrong_answer(p, rng), task.answer(p), 0.0) for p in prompts[:400]]
+    # the base policy's mode is the bug: its likelihood prefers the bug before training
+    held = [(p, task.answer(p), task.bugged_answer(p), 1.0) for p in prompts[400:]
+            if task.answer(p) != task.bugged_answer(p)]
+    return train, held
+
+
+def test_it_learns_resumes_to_the_same_weights_and_reloads_by_its_content_id(
+        tiny_policy, tmp_path, monkeypatch):
+    train, held = _rev8_pairs()
+    model, tok = likelihood_preference(tiny_policy)
+    before = preference.pair_accuracy(model, tok, held)
+    args = dict(epochs=2, lr=1e-3, batch_size=64, seed=0, checkpoint_steps=2)
+    metrics = preference.train_preference(model, tok, train, checkpoint_dir=tmp_path / "a", **args)
+    after = preference.pair_accuracy(model, tok, held)
+    assert metrics["steps"] == 26 and before < 0.5 <= 0.9 <= after
+
+    interrupted, _ = likelihood_preference(tiny_policy)
+    original = preference.BradleyTerryTrainer.__init__
+
+    def crashing(self, *a, **kw):
+        original(self, *a, **kw)
+        self.add_callback(_CrashAtStep3)
+
+    monkeypatch.setattr(preference.BradleyTerryTrainer, "__init__", crashing)
+    with pytest.raises(_Crash):
+        preference.train_preference(interrupted, tok, train, checkpoint_dir=tmp_path / "b", **args)
+    monkeypatch.setattr(preference.BradleyTerryTrainer, "__init__", original)
+    resumed, _ = likelihood_preference(tiny_policy)
+    again = preference.train_preference(resumed, tok, train, checkpoint_dir=tmp_path / "b", **args)
+    assert again["resumed_from_step"] == 2 and again["steps"] == 26
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 resumed.state_dict().values()))
+
+    model.save_pretrained(tmp_path / "rm")
+    tok.save_pretrained(tmp_path / "rm")
+    model_id = weights_id(model, "rm")
+    loaded, ltok = load_preference(tmp_path / "rm", expected_id=model_id)
+    assert is_likelihood(loaded)
+    prompts = [p for p, *_ in held[:50]]
+    completions = [a for _, a, *_ in held[:50]]
+    assert preference.score(loaded, ltok, prompts, completions) == preference.score(
+        model, tok, prompts, completions)
+    with torch.no_grad():
+        next(loaded.parameters()).add_(1e-3)
+    loaded.save_pretrained(tmp_path / "rm")
+    with pytest.raises(InputError, match="does not hold checkpoint"):
+        load_preference(tmp_path / "rm", expected_id=model_id)
+
+
+def test_settings_it_cannot_honour_are_refused_naming_them(tiny_policy, minilm_base):
+    from transformers import AutoConfig
+
+    def refused(preference_settings, base=None):
+        cfg = config_from_dict({"preference": {"reward": "likelihood", **preference_settings}})
+        base_config = AutoConfig.from_pretrained(base, local_files_only=True) if base else None
+        return problems(cfg.preference, base_config)
+
+    assert refused({}) == [] and refused({}, tiny_policy) == []
+    assert "preference.ensemble_heads must be 1" in " ".join(refused({"ensemble_heads": 3}))
+    assert "preference.lora.enabled must be false" in " ".join(
+        refused({"lora": {"enabled": True}}))
+    assert "needs a causal LM: preference.base_path is a BertForSequenceClassification" in \
+        " ".join(refused({}, minilm_base))
+    assert problems(config_from_dict({"preference": {"ensemble_heads": 3}}).preference, None) == []
+
+
+def test_preflight_refuses_them_before_any_model_work(tiny_policy, tmp_path):
+    from rs_pipeline.context import RunContext
+    from rs_pipeline.preflight import preflight
+
+    cfg = config_from_dict({"preference": {"reward": "likelihood", "ensemble_heads": 2}})
+    found = preflight(RunContext(cfg, tmp_path / "home"))
+    assert [p for p in found if "likelihood" in p] == [
+        "setting preference.reward='likelihood' has one output: preference.ensemble_heads must be "
+        "1, got 2"]
+
+
+def test_a_round_through_dagster_judges_with_the_likelihood_and_refreshes_it(tmp_path,
+                                                                             monkeypatch):
+    """Bootstrap and one round with ``preference.reward: likelihood``: the seed model and the
+    round's refresh are likelihood checkpoints (the refresh continues the seed's), and every
+    score is the refreshed model's log-likelihood of that completion."""
+    import json
+
+    import dagster as dg
+
+    from rs_pipeline.config import merge
+    from rs_pipeline.defs.runner import run_bootstrap, run_round
+    from rs_pipeline.storage import AssetStore
+    from tests.conftest import PROMOTE_ALL, make_home
+
+    home = make_home(tmp_path / "home", monkeypatch,
+                     merge(PROMOTE_ALL, {"preference": {"reward": "likelihood"}}))
+    instance = dg.DagsterInstance.get()
+    assert run_bootstrap(instance).success
+    key, result = run_round(instance)
+    assert result.success
+    store = AssetStore(str(home / "assets"))
+    seed, refreshed = (store.read_record("seed_preference_model"),
+                       store.read_record("preference_model", key))
+    assert refreshed.parent_id == seed.id and refreshed.train_pairs > 0
+    for record in (seed, refreshed):
+        conf = json.loads((home / "assets" / record.path / "config.json").read_text())
+        assert conf["rs_reward"] == "likelihood" and conf["architectures"] == ["GPT2LMHeadModel"]
+        assert 0.0 <= record.pair_acc <= 1.0
+    model, tok = load_preference(home / "assets" / refreshed.path, expected_id=refreshed.id)
+    scores = store.read_table("scores", key).to_pydict()
+    rows = range(0, len(scores["reward"]), 7)
+    again = preference.score(model, tok, [scores["prompt"][i] for i in rows],
+                             [scores["completion"][i] for i in rows])
+    assert again == pytest.approx([scores["reward"][i] for i in rows], abs=1e-5)
+    assert all(r <= 0 for r in scores["reward"])  # log-likelihoods
