@@ -119,6 +119,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--settings", type=json.loads, default={},
+                        help='JSON merged into every variant, bootstrap included, e.g. '
+                             '\'{"preference": {"reward": "likelihood"}}\'')
     args = parser.parse_args()
     from rs_pipeline.config import TASK_PRESETS, config_from_dict, merge
     from rs_pipeline.context import RunContext
@@ -131,6 +134,7 @@ def main() -> None:
     for task in args.task or ["rev8", "addition"]:
         base = merge(merge({"seed": args.seed, "task": {"name": task}}, TASK_PRESETS[task]),
                      SIZES[args.size])
+        base = merge(base, args.settings)
         root = Path(tempfile.mkdtemp(prefix=f"rs-methods-{task}-"))
         try:
             t = time.perf_counter()

@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rs_pipeline.modeling import weights_id
 from rs_pipeline.records import from_dict, to_dict
 from rs_pipeline.storage import AssetStore
 
@@ -42,6 +41,8 @@ class CheckpointStore:
 
     def save(self, model, tokenizer, kind: str, prefix: str) -> tuple[str, str]:
         """Save ``model`` + ``tokenizer`` once per content id; returns (id, relative path)."""
+        from rs_pipeline.modeling import weights_id
+
         model_id = weights_id(model, prefix)
         rel = self.relpath(kind, model_id)
         if self.complete(rel):

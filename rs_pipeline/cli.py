@@ -32,6 +32,9 @@ def _quiet_libraries() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
+    if "transformers" not in sys.modules:  # it reads the level at import (when a step needs it)
+        os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+        return
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

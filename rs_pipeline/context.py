@@ -20,16 +20,19 @@ from rs_pipeline.annotators import kinds_in_use, make_annotator
 from rs_pipeline.chat import uses_template
 from rs_pipeline.checkpoints import CheckpointStore
 from rs_pipeline.config import PipelineConfig, config_from_dict, load_config
-from rs_pipeline.engines import open_engine, resolve_python
 from rs_pipeline.errors import InputError
 from rs_pipeline.gate import judge_setting_problems
-from rs_pipeline.generation import SamplingParams
-from rs_pipeline.modeling import load_policy, load_preference, load_tokenizer
+from rs_pipeline.imports import lazy_module
 from rs_pipeline.monitors import blocking_names
 from rs_pipeline.resume import Resume, step_key
 from rs_pipeline.storage import AssetStore
 from rs_pipeline.tasks import Task, get_task, task_code_version
 from rs_pipeline.waves import wave_problems
+
+# the ML stack loads when a model is first needed, not with the settings (``imports.lazy_module``)
+engines = lazy_module("rs_pipeline.engines")
+generation = lazy_module("rs_pipeline.generation")
+modeling = lazy_module("rs_pipeline.modeling")
 
 CONFIG_FILE_NAME = "rs_pipeline.yaml"
 CONFIG_ENV = "RS_PIPELINE_CONFIG"
@@ -80,9 +83,9 @@ class RunContext:
                               self.settings.inputs.quarantine, inbox=str(self.home / "labelling"))
 
     @cached_property
-    def sampling(self) -> SamplingParams:
+    def sampling(self) -> generation.SamplingParams:
         g = self.settings.generation
-        return SamplingParams(n=g.n, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
+        return generation.SamplingParams(n=g.n, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
                               max_new_tokens=g.max_new_tokens or self.task.max_completion_chars + 1)
 
     @cached_property
@@ -108,23 +111,23 @@ class RunContext:
 
     def load_policy(self, record):
         """The policy (model, tokenizer) a checkpoint record points at."""
-        return load_policy(self.checkpoints.local_dir(record.path), expected_id=record.id)
+        return modeling.load_policy(self.checkpoints.local_dir(record.path), expected_id=record.id)
 
     def policy_is_chat(self) -> bool:
         """Whether the policy sees prompts through a chat template (your own folder with one,
         and ``policy.chat_template`` not ``off``; the demo's model has none)."""
         p = self.settings.policy
-        return bool(p.base_path) and uses_template(load_tokenizer(p.base_path), p.chat_template)
+        return bool(p.base_path) and uses_template(modeling.load_tokenizer(p.base_path), p.chat_template)
 
     def policy_engine(self, record):
         """The generation engine (``generation.engine``) holding the policy a checkpoint record
         points at; close it when done."""
-        return open_engine(self.settings.generation, self.checkpoints.local_dir(record.path),
+        return engines.open_engine(self.settings.generation, self.checkpoints.local_dir(record.path),
                            self.settings.seed, expected_id=record.id)
 
     def load_preference(self, record):
         """The preference model (model, tokenizer) a checkpoint record points at."""
-        return load_preference(self.checkpoints.local_dir(record.path), expected_id=record.id)
+        return modeling.load_preference(self.checkpoints.local_dir(record.path), expected_id=record.id)
 
     @property
     def mlflow_tracking_uri(self) -> str:
@@ -175,7 +178,7 @@ def check_settings(cfg: PipelineConfig) -> list[str]:
                         "demo model is built only for the built-in tasks)")
     if cfg.generation.engine == "vllm":
         try:
-            resolve_python(cfg.generation.vllm_python)
+            engines.resolve_python(cfg.generation.vllm_python)
         except InputError as exc:
             problems.append(str(exc))
     problems += wave_problems(cfg.generation)

@@ -31,3 +31,21 @@ def import_object(spec: str, setting: str, what: str, shape: str):
                              f"({what} {spec!r})")
         target = getattr(target, part)
     return target
+
+
+
+class lazy_module:  # noqa: N801 - read like the module it stands for
+    """Module ``name``, imported on first attribute access: the Dagster definitions and the CLI's
+    read-only commands load without the ML stack (torch, transformers), which the step bodies
+    import when they run. A plain proxy, not a ``sys.modules`` entry (``importlib``'s
+    ``LazyLoader`` modules are loaded by anything that scans ``sys.modules``, e.g. ``inspect``
+    in the middle of torch's own import)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+    def __repr__(self) -> str:
+        return f"<lazy module {self._name!r}>"

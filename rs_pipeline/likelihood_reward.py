@@ -8,7 +8,7 @@ the tokens before it, so its log-likelihood decomposes over the answer and start
 policy knows. Measured on addition (base policy of the demo preset, 6,000 seed pairs, on-policy
 pairs of 256 held-out prompts x 8 samples): held-out pair accuracy 0.685 (head) vs 0.763
 (likelihood), best-of-8 kept precision 0.385 vs 0.459; after one refresh on 2,000 on-policy
-pairs 0.674 / 0.371 vs 0.777 / 0.469 (NOTES).
+pairs 0.674 / 0.371 vs 0.777 / 0.469 (README "A likelihood reward model").
 
 The model looks like a one-output sequence classifier to the rest of the package: called on a
 padded batch it returns ``.logits`` of shape (rows, 1). Which tokens are the completion's comes

@@ -36,8 +36,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-
 from rs_pipeline.errors import InputError
 
 #: Prior weight (in samples) of the round's pooled within-prompt spread in a prompt's spread.
@@ -91,6 +89,8 @@ class Scale:
 def expected_gain(z: Sequence[float], k: int, within: float) -> float:
     """``E[max(0, max of k draws - max(z))]`` with draws ~ Normal(mean(z), s), ``s`` the
     prompt's spread shrunk towards ``within`` (``PRIOR_SAMPLES`` samples of weight)."""
+    import torch
+
     n, best = len(z), max(z)
     m = sum(z) / n
     ss = sum((v - m) ** 2 for v in z)
@@ -172,6 +172,8 @@ class WavePlan:
         losers = [v for z in self.z.values() for v in z if v < max(z) - 1e-6]
         if not losers:
             return None
+        import torch
+
         return float(torch.quantile(torch.tensor(losers, dtype=torch.float64),
                                     self.stop_loser_quantile))
 

@@ -8,8 +8,11 @@ from rs_pipeline.defs.metadata import output
 from rs_pipeline.defs.mlflow_resource import MlflowResource
 from rs_pipeline.defs.resources import PipelineResource
 from rs_pipeline.defs.reuse import run_step
+from rs_pipeline.imports import lazy_module
 from rs_pipeline.records import PolicyCheckpoint, PreferenceCheckpoint
-from rs_pipeline.steps import bootstrap, judging
+
+bootstrap = lazy_module("rs_pipeline.steps.bootstrap")
+judging = lazy_module("rs_pipeline.steps.judging")
 
 BOOTSTRAP = "bootstrap"
 

@@ -13,6 +13,7 @@ from rs_pipeline.defs.reuse import run_step
 from rs_pipeline.gate import choose_judge, hook_code_version
 from rs_pipeline.history import history_frame, read_history
 from rs_pipeline.ids import file_version, folder_version, round_number
+from rs_pipeline.imports import lazy_module
 from rs_pipeline.records import (
     ChampionChoice,
     MonitorReport,
@@ -22,8 +23,9 @@ from rs_pipeline.records import (
     RoundEvaluation,
 )
 from rs_pipeline.report import accuracy_figure
-from rs_pipeline.steps import evaluation
-from rs_pipeline.steps.monitors import refuse_for_monitors
+
+evaluation = lazy_module("rs_pipeline.steps.evaluation")
+steps_monitors = lazy_module("rs_pipeline.steps.monitors")
 
 ROUND = "round"
 GATE_CHECK, HACKING_CHECK = "no_regression_vs_champion", "no_reward_hacking"
@@ -78,7 +80,7 @@ def round_eval(context: dg.AssetExecutionContext, pipeline: PipelineResource,
          "eval_prompts": eval_prompts, **inputs},
         lambda r: evaluation.evaluate_round(ctx, policy_checkpoint, champion, preference_model,
                                             eval_prompts, key, **extra))
-    ev, metrics = refuse_for_monitors(ev, metrics, round_monitors)
+    ev, metrics = steps_monitors.refuse_for_monitors(ev, metrics, round_monitors)
     d = ev.decision
     history = history_frame(read_history(ctx.store, current=ev))
     yield output(context, mlflow, ev, metrics, decision=d.reason, policy_id=ev.candidate_id,

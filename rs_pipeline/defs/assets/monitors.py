@@ -8,9 +8,11 @@ from rs_pipeline.defs.mlflow_resource import MlflowResource
 from rs_pipeline.defs.partitions import ROUNDS
 from rs_pipeline.defs.resources import PipelineResource
 from rs_pipeline.defs.reuse import run_step
+from rs_pipeline.imports import lazy_module
 from rs_pipeline.monitors import MONITORS
 from rs_pipeline.records import MonitorReport, PolicyCheckpoint, PreferenceCheckpoint
-from rs_pipeline.steps import monitors
+
+monitors = lazy_module("rs_pipeline.steps.monitors")
 
 ROUND = "round"
 

@@ -15,9 +15,11 @@ from rs_pipeline.defs.mlflow_resource import MlflowResource
 from rs_pipeline.defs.partitions import ROUNDS
 from rs_pipeline.defs.resources import PipelineResource
 from rs_pipeline.defs.reuse import run_step
+from rs_pipeline.imports import lazy_module
 from rs_pipeline.records import PreferenceCheckpoint
 from rs_pipeline.report import reward_figure
-from rs_pipeline.steps import judging
+
+judging = lazy_module("rs_pipeline.steps.judging")
 
 ROUND = "round"
 

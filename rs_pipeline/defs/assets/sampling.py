@@ -12,8 +12,10 @@ from rs_pipeline.defs.mlflow_resource import MlflowResource
 from rs_pipeline.defs.partitions import ROUNDS
 from rs_pipeline.defs.resources import PipelineResource
 from rs_pipeline.defs.reuse import run_step
+from rs_pipeline.imports import lazy_module
 from rs_pipeline.records import ChampionChoice
-from rs_pipeline.steps import sampling
+
+sampling = lazy_module("rs_pipeline.steps.sampling")
 
 ROUND = "round"
 

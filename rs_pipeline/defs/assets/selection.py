@@ -9,7 +9,9 @@ from rs_pipeline.defs.mlflow_resource import MlflowResource
 from rs_pipeline.defs.partitions import ROUNDS
 from rs_pipeline.defs.resources import PipelineResource
 from rs_pipeline.ids import table_version
-from rs_pipeline.steps import selection
+from rs_pipeline.imports import lazy_module
+
+selection = lazy_module("rs_pipeline.steps.selection")
 
 ROUND = "round"
 

@@ -9,8 +9,10 @@ from rs_pipeline.defs.partitions import ROUNDS
 from rs_pipeline.defs.pipes_training import launch_training
 from rs_pipeline.defs.resources import PipelineResource
 from rs_pipeline.defs.reuse import run_step
+from rs_pipeline.imports import lazy_module
 from rs_pipeline.records import ChampionChoice, PolicyCheckpoint
-from rs_pipeline.steps import training
+
+training = lazy_module("rs_pipeline.steps.training")
 
 ROUND = "round"
 
