@@ -36,10 +36,12 @@ def _no_model_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("model work was done")
 
-    for name in ("rs_pipeline.context.load_policy", "rs_pipeline.context.load_preference",
+    # the context reaches rs_pipeline.modeling at call time (imports.lazy_module)
+    for name in ("rs_pipeline.modeling.load_policy", "rs_pipeline.modeling.load_preference",
                  "rs_pipeline.engines.load_policy",
                  "rs_pipeline.steps.bootstrap.pretrain_base_policy",
                  "rs_pipeline.steps.judging.preference_from_policy",
+                 "rs_pipeline.steps.judging.likelihood_preference",
                  "rs_pipeline.steps.judging.load_preference"):
         monkeypatch.setattr(name, refuse)
 
