@@ -1,5 +1,7 @@
-"""What a step worker loads once, before its first step: the package's definitions and MLflow
-(dask workers: ``preload``; the multiprocess executor's forkserver: ``preload_modules``).
+"""What a step worker loads once, before its first step: the package's definitions, the step
+code with the ML stack it imports (the definitions alone load without it: ``lazy_module``;
+~7 s of torch and transformers otherwise fall into each step process's first model step) and
+MLflow (dask workers: ``preload``; the multiprocess executor's forkserver: ``preload_modules``).
 
 A cold worker process otherwise pays it inside the first step that needs it: ~1.5 s to import
 MLflow and ~0.9 s to open the SQLite tracking store (MLflow keeps the store per process), which
@@ -13,6 +15,13 @@ import os
 import mlflow  # noqa: F401
 
 import rs_pipeline.defs  # noqa: F401
+import rs_pipeline.steps.bootstrap  # noqa: F401
+import rs_pipeline.steps.evaluation  # noqa: F401
+import rs_pipeline.steps.judging  # noqa: F401
+import rs_pipeline.steps.monitors  # noqa: F401
+import rs_pipeline.steps.sampling  # noqa: F401
+import rs_pipeline.steps.selection  # noqa: F401
+import rs_pipeline.steps.training  # noqa: F401
 
 
 def dask_setup(worker=None) -> None:
