@@ -80,7 +80,8 @@ def test_the_sensor_chains_after_an_ended_round_only_and_stops_with_a_reason(tin
     assert (req.partition_key, req.run_key) == ("r0002", "r0002")
     assert req.tags["rs_pipeline/trigger"] == "continuous"
     assert instance.get_dynamic_partitions("rounds") == ["r0001", "r0002"]
-    assert _evaluate(instance).run_key == "r0002"  # asked again before it ran: the same run
+    # asked again before its run exists: left to that run (no second request)
+    assert _skip(instance) == "round r0002 was just requested: its run is starting"
 
     started = create_run_for_test(instance, job_name="round", status=dg.DagsterRunStatus.STARTED,
                                   tags={"dagster/partition": "r0002"})
@@ -135,3 +136,28 @@ def test_the_sensor_leaves_interrupted_and_labelled_rounds_to_others(tiny_home):
         action = decide(instance, ctx, Action("resume", "r0004",
                                               "round r0004 was interrupted in scores", state))
         assert (action.kind, action.reason) == ("blocked", reason)
+
+
+def test_a_round_a_tick_just_added_is_left_to_its_starting_run(tiny_home):
+    """Dagster creates a tick's run after the tick returns: the nightly tick adds r0001, and the
+    sensor's tick a moment later (no run yet: the round reads as pending) does not launch it a
+    second time; once the grace has passed with still no run, a tick resumes it."""
+    import os
+    import time
+
+    from rs_pipeline.context import load_context
+    from rs_pipeline.defs.launch import LAUNCH_GRACE_S, request_round
+
+    instance, ctx = dg.DagsterInstance.get(), load_context(tiny_home)
+    first = request_round(instance, ctx, "nightly")
+    assert isinstance(first, dg.RunRequest) and first.partition_key == "r0001"
+    second = request_round(instance, ctx, "continuous", recover_dead=False)
+    assert isinstance(second, dg.SkipReason)
+    assert second.skip_message == "round r0001 was just requested: its run is starting"
+    assert isinstance(request_round(instance, ctx, "nightly"), dg.SkipReason)
+    old = time.time() - LAUNCH_GRACE_S - 1
+    os.utime(tiny_home / ".launching" / "r0001", (old, old))
+    third = request_round(instance, ctx, "nightly")
+    assert isinstance(third, dg.RunRequest) and third.partition_key == "r0001"
+    assert third.tags["rs_pipeline/resumes"] == "true"
+    assert instance.get_dynamic_partitions("rounds") == ["r0001"]

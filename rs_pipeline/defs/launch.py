@@ -3,8 +3,10 @@ with, and one tick that applies ``rounds.next_action`` and turns it into a run r
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 import dagster as dg
 
@@ -18,6 +20,28 @@ from rs_pipeline.defs.resources import PipelineResource
 from rs_pipeline.defs.rounds import Action, next_action
 from rs_pipeline.errors import InputError
 from rs_pipeline.home_lock import busy, home_lock
+
+#: Dagster creates a tick's run after the tick returns, so for a moment a round a tick has just
+#: added has no run and reads as "pending". Another tick in that window (the continuous sensor
+#: beside the nightly schedule) leaves it to its run instead of launching a second one; past
+#: it, a pending round is one whose run was never created, and the next tick resumes it.
+LAUNCH_GRACE_S = 120.0
+
+
+def _launch_marker(home: Path, key: str) -> Path:
+    return Path(home) / ".launching" / key
+
+
+def _being_launched(home: Path, action: Action) -> bool:
+    marker = _launch_marker(home, action.key)
+    return (action.kind == "resume" and action.state == "pending" and marker.exists()
+            and time.time() - marker.stat().st_mtime < LAUNCH_GRACE_S)
+
+
+def _launching(home: Path, key: str) -> None:
+    marker = _launch_marker(home, key)
+    marker.parent.mkdir(exist_ok=True)
+    marker.touch()
 
 
 @cache
@@ -46,13 +70,18 @@ def request_round(instance: dg.DagsterInstance, ctx: RunContext, trigger: str,
         action = decide(next_action(instance, ctx.store))
         if action.kind == "blocked":
             return dg.SkipReason(action.reason)
+        if _being_launched(ctx.home, action):
+            return dg.SkipReason(f"round {action.key} was just requested: its run is starting")
     with home_lock(ctx.home, f"{trigger} tick"):
         if recover_dead:
             recover(instance, ctx, mlflow=MlflowResource(pipeline=PipelineResource()))
         action = decide(next_action(instance, ctx.store))
         if action.kind == "blocked":
             return dg.SkipReason(action.reason)
+        if _being_launched(ctx.home, action):
+            return dg.SkipReason(f"round {action.key} was just requested: its run is starting")
         key = add_round(instance, action.key)
+        _launching(ctx.home, key)
     tags = {"rs_pipeline/round": key, TRIGGER_TAG: trigger}
     if action.kind == "resume":
         tags["rs_pipeline/resumes"] = "true"
