@@ -85,8 +85,9 @@ class RunContext:
     @cached_property
     def sampling(self) -> generation.SamplingParams:
         g = self.settings.generation
-        return generation.SamplingParams(n=g.n, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
-                              max_new_tokens=g.max_new_tokens or self.task.max_completion_chars + 1)
+        return generation.SamplingParams(
+            n=g.n, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
+            max_new_tokens=g.max_new_tokens or self.task.max_completion_chars + 1)
 
     @cached_property
     def store(self) -> AssetStore:
@@ -111,23 +112,27 @@ class RunContext:
 
     def load_policy(self, record):
         """The policy (model, tokenizer) a checkpoint record points at."""
-        return modeling.load_policy(self.checkpoints.local_dir(record.path), expected_id=record.id)
+        return modeling.load_policy(self.checkpoints.local_dir(record.path),
+                                    expected_id=record.id)
 
     def policy_is_chat(self) -> bool:
         """Whether the policy sees prompts through a chat template (your own folder with one,
         and ``policy.chat_template`` not ``off``; the demo's model has none)."""
         p = self.settings.policy
-        return bool(p.base_path) and uses_template(modeling.load_tokenizer(p.base_path), p.chat_template)
+        return bool(p.base_path) and uses_template(modeling.load_tokenizer(p.base_path),
+                                                   p.chat_template)
 
     def policy_engine(self, record):
         """The generation engine (``generation.engine``) holding the policy a checkpoint record
         points at; close it when done."""
-        return engines.open_engine(self.settings.generation, self.checkpoints.local_dir(record.path),
-                           self.settings.seed, expected_id=record.id)
+        return engines.open_engine(self.settings.generation,
+                                   self.checkpoints.local_dir(record.path), self.settings.seed,
+                                   expected_id=record.id)
 
     def load_preference(self, record):
         """The preference model (model, tokenizer) a checkpoint record points at."""
-        return modeling.load_preference(self.checkpoints.local_dir(record.path), expected_id=record.id)
+        return modeling.load_preference(self.checkpoints.local_dir(record.path),
+                                        expected_id=record.id)
 
     @property
     def mlflow_tracking_uri(self) -> str:

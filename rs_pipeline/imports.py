@@ -33,7 +33,6 @@ def import_object(spec: str, setting: str, what: str, shape: str):
     return target
 
 
-
 class lazy_module:  # noqa: N801 - read like the module it stands for
     """Module ``name``, imported on first attribute access: the Dagster definitions and the CLI's
     read-only commands load without the ML stack (torch, transformers), which the step bodies

@@ -98,10 +98,11 @@ def load_preference(path: str | Path, expected_id: str | None = None, heads: int
     (seed the caller's RNG). A decoder without a pad token pads with EOS (right padding: the
     classifier pools the last real token)."""
     path = _check_folder(path, "preference model folder")
-    if likelihood_reward.marked(json.loads((path / "config.json").read_text())):
+    conf = json.loads((path / "config.json").read_text())
+    if likelihood_reward.marked(conf):
         return likelihood_preference(path, expected_id)
     tok = _preference_tokenizer(path)
-    saved = saved_heads(path)
+    saved = _heads_of(conf)
     heads = heads or saved or 1
     extra = {"ignore_mismatched_sizes": True} if saved not in (None, heads) else {}
     model = _from_pretrained(AutoModelForSequenceClassification, path, "preference model folder",
@@ -133,7 +134,10 @@ def likelihood_preference(path: str | Path, expected_id: str | None = None):
 
 def saved_heads(path: str | Path) -> int | None:
     """The outputs of a sequence-classifier folder's head; None for any other model folder."""
-    conf = json.loads((Path(path) / "config.json").read_text())
+    return _heads_of(json.loads((Path(path) / "config.json").read_text()))
+
+
+def _heads_of(conf: dict) -> int | None:
     if not any(a.endswith("ForSequenceClassification") for a in conf.get("architectures") or []):
         return None
     return len(conf.get("id2label") or {}) or conf.get("num_labels") or 1

@@ -135,3 +135,20 @@ def tiny_chat_policy(tmp_path_factory):
     cfg = PolicyConfig(pretrain_steps=150, pretrain_batch_size=64, pretrain_lr=3e-3)
     return build_tiny_chat_policy(tmp_path_factory.mktemp("chat_policy"), task,
                                   task.prompts()[:4000], cfg, seed=0)
+
+
+class TrainingCrash(Exception):
+    """Raised by ``CrashAtStep3``: a trainer stopped the way a killed process would."""
+
+
+def crash_at_step_3():
+    """A ``TrainerCallback`` that raises ``TrainingCrash`` as step 3 begins (after the step-2
+    checkpoint of ``checkpoint_steps=2``)."""
+    from transformers import TrainerCallback
+
+    class CrashAtStep3(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise TrainingCrash
+
+    return CrashAtStep3

@@ -4,7 +4,6 @@ policy towards the chosen answers, bit-for-bit reproducibly, and resumes like SF
 import pandas as pd
 import pytest
 import torch
-from transformers import TrainerCallback
 
 from rs_pipeline import dpo
 from rs_pipeline.config import config_from_dict, merge
@@ -13,7 +12,7 @@ from rs_pipeline.preflight import _dpo_settings
 from rs_pipeline.selection import dpo_pairs
 from rs_pipeline.tasks import get_task
 from rs_pipeline.training import encode_completions
-from tests.conftest import TINY
+from tests.conftest import TINY, TrainingCrash, crash_at_step_3
 
 TASK = get_task("rev8")
 PROMPTS = [p for p in TASK.prompts()[4000:4200] if TASK.answer(p) != TASK.bugged_answer(p)][:64]
@@ -45,16 +44,6 @@ def test_dpo_sees_the_sft_tokens_and_raises_the_log_prob_margin(policy, request)
     assert margin_after > margin_before + 0.8, (margin_before, margin_after)  # 1.1 and 6.3 nats here
 
 
-class _Crash(Exception):
-    pass
-
-
-class _CrashAtStep3(TrainerCallback):
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == 3:
-            raise _Crash
-
-
 def test_dpo_is_reproducible_and_an_interrupted_one_resumes_to_the_same_weights(
         tiny_policy, tmp_path, monkeypatch):
     whole, _, _, _ = _train(tiny_policy, checkpoint_dir=tmp_path / "a", checkpoint_steps=2)
@@ -62,10 +51,10 @@ def test_dpo_is_reproducible_and_an_interrupted_one_resumes_to_the_same_weights(
 
     def crashing_init(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
-        self.add_callback(_CrashAtStep3)
+        self.add_callback(crash_at_step_3())
 
     monkeypatch.setattr(dpo._PretokenizedDPOTrainer, "__init__", crashing_init)
-    with pytest.raises(_Crash):
+    with pytest.raises(TrainingCrash):
         _train(tiny_policy, checkpoint_dir=tmp_path / "b", checkpoint_steps=2)
     monkeypatch.setattr(dpo._PretokenizedDPOTrainer, "__init__", original_init)
     resumed, metrics, _, _ = _train(tiny_policy, checkpoint_dir=tmp_path / "b", checkpoint_steps=2)

@@ -6,7 +6,6 @@ import random
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
 from rs_pipeline import preference
 from rs_pipeline.config import config_from_dict
@@ -15,6 +14,7 @@ from rs_pipeline.likelihood_reward import is_likelihood, problems
 from rs_pipeline.modeling import likelihood_preference, load_policy, load_preference, weights_id
 from rs_pipeline.tasks import get_task
 from rs_pipeline.training import IGNORE, encode_completions
+from tests.conftest import TrainingCrash, crash_at_step_3
 
 
 def _log_likelihood(policy_path, prompts, completions, mode):
@@ -46,16 +46,6 @@ def test_the_reward_is_the_log_likelihood_of_the_completion(policy, request):
     assert preference.score(model, tok, prompts, completions) == pytest.approx(expected, abs=1e-4)
 
 
-class _Crash(Exception):
-    pass
-
-
-class _CrashAtStep3(TrainerCallback):
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == 3:
-            raise _Crash
-
-
 def _rev8_pairs():
     task, rng = get_task("rev8"), random.Random(0)
     prompts = task.prompts()[2000:2600]
@@ -82,10 +72,10 @@ def test_it_learns_resumes_to_the_same_weights_and_reloads_by_its_content_id(
 
     def crashing(self, *a, **kw):
         original(self, *a, **kw)
-        self.add_callback(_CrashAtStep3)
+        self.add_callback(crash_at_step_3())
 
     monkeypatch.setattr(preference.BradleyTerryTrainer, "__init__", crashing)
-    with pytest.raises(_Crash):
+    with pytest.raises(TrainingCrash):
         preference.train_preference(interrupted, tok, train, checkpoint_dir=tmp_path / "b", **args)
     monkeypatch.setattr(preference.BradleyTerryTrainer, "__init__", original)
     resumed, _ = likelihood_preference(tiny_policy)
@@ -138,11 +128,13 @@ def test_preflight_refuses_them_before_any_model_work(tiny_policy, tmp_path):
         "1, got 2"]
 
 
-def test_a_round_through_dagster_judges_with_the_likelihood_and_refreshes_it(tmp_path,
-                                                                             monkeypatch):
-    """Bootstrap and one round with ``preference.reward: likelihood``: the seed model and the
-    round's refresh are likelihood checkpoints (the refresh continues the seed's), and every
-    score is the refreshed model's log-likelihood of that completion."""
+def test_a_round_through_dagster_judges_with_the_likelihood_and_refreshes_it(
+        tmp_path, monkeypatch, tiny_chat_policy):
+    """Bootstrap and one round with ``preference.reward: likelihood`` started from a user's own
+    causal LM (``preference.base_path``: a Llama with a byte-level BPE tokenizer, not the demo
+    policy's characters): the seed model and the round's refresh are likelihood checkpoints (the
+    refresh continues the seed's), and every score is the refreshed model's log-likelihood of
+    that completion."""
     import json
 
     import dagster as dg
@@ -153,7 +145,8 @@ def test_a_round_through_dagster_judges_with_the_likelihood_and_refreshes_it(tmp
     from tests.conftest import PROMOTE_ALL, make_home
 
     home = make_home(tmp_path / "home", monkeypatch,
-                     merge(PROMOTE_ALL, {"preference": {"reward": "likelihood"}}))
+                     merge(PROMOTE_ALL, {"preference": {"reward": "likelihood",
+                                                        "base_path": str(tiny_chat_policy)}}))
     instance = dg.DagsterInstance.get()
     assert run_bootstrap(instance).success
     key, result = run_round(instance)
@@ -164,9 +157,10 @@ def test_a_round_through_dagster_judges_with_the_likelihood_and_refreshes_it(tmp
     assert refreshed.parent_id == seed.id and refreshed.train_pairs > 0
     for record in (seed, refreshed):
         conf = json.loads((home / "assets" / record.path / "config.json").read_text())
-        assert conf["rs_reward"] == "likelihood" and conf["architectures"] == ["GPT2LMHeadModel"]
+        assert conf["rs_reward"] == "likelihood" and conf["architectures"] == ["LlamaForCausalLM"]
         assert 0.0 <= record.pair_acc <= 1.0
     model, tok = load_preference(home / "assets" / refreshed.path, expected_id=refreshed.id)
+    assert len(tok) > 100  # the base folder's BPE tokenizer travels with the checkpoints
     scores = store.read_table("scores", key).to_pydict()
     rows = range(0, len(scores["reward"]), 7)
     again = preference.score(model, tok, [scores["prompt"][i] for i in rows],

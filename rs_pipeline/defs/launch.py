@@ -32,10 +32,16 @@ def _launch_marker(home: Path, key: str) -> Path:
     return Path(home) / ".launching" / key
 
 
-def _being_launched(home: Path, action: Action) -> bool:
+def _skip(home: Path, action: Action) -> str | None:
+    """Why a tick does not launch ``action``: it is blocked, or it would resume a round another
+    tick added moments ago (its run is being created); None: launch it."""
+    if action.kind == "blocked":
+        return action.reason
     marker = _launch_marker(home, action.key)
-    return (action.kind == "resume" and action.state == "pending" and marker.exists()
-            and time.time() - marker.stat().st_mtime < LAUNCH_GRACE_S)
+    if (action.kind == "resume" and action.state == "pending" and marker.exists()
+            and time.time() - marker.stat().st_mtime < LAUNCH_GRACE_S):
+        return f"round {action.key} was just requested: its run is starting"
+    return None
 
 
 def _launching(home: Path, key: str) -> None:
@@ -68,18 +74,14 @@ def request_round(instance: dg.DagsterInstance, ctx: RunContext, trigger: str,
         return dg.SkipReason(holder)
     if not recover_dead:
         action = decide(next_action(instance, ctx.store))
-        if action.kind == "blocked":
-            return dg.SkipReason(action.reason)
-        if _being_launched(ctx.home, action):
-            return dg.SkipReason(f"round {action.key} was just requested: its run is starting")
+        if reason := _skip(ctx.home, action):
+            return dg.SkipReason(reason)
     with home_lock(ctx.home, f"{trigger} tick"):
         if recover_dead:
             recover(instance, ctx, mlflow=MlflowResource(pipeline=PipelineResource()))
         action = decide(next_action(instance, ctx.store))
-        if action.kind == "blocked":
-            return dg.SkipReason(action.reason)
-        if _being_launched(ctx.home, action):
-            return dg.SkipReason(f"round {action.key} was just requested: its run is starting")
+        if reason := _skip(ctx.home, action):
+            return dg.SkipReason(reason)
         key = add_round(instance, action.key)
         _launching(ctx.home, key)
     tags = {"rs_pipeline/round": key, TRIGGER_TAG: trigger}
