@@ -19,9 +19,12 @@ Ends with one line per task, ``<task>: token_ratio=<adaptive/plain tokens>
 precision_delta=<adaptive - plain precision> next_round_greedy_delta=<adaptive - plain greedy>``.
 Run: ``python benchmarks/adaptive.py [--size smoke|full] [--task rev8|addition] [--seed S]
 [--waves 2,2,4] [--stop-score Z] [--stop-gain G] [--stop-margin M] [--stop-unanimous K]
-[--stop-loser-quantile Q] [--variant W/Z/G/M/K/Q ...]`` (defaults: the settings' defaults;
-``--variant``, repeatable, compares several rule sets against one plain run; ``smoke``: tiny
-models and a 128-prompt round, about a minute per task on 2 cores).
+[--stop-loser-quantile Q] [--stop-coverage E] [--variant W/Z/G/M/K/Q/E ...]
+[--replay W/Z/G/M/K/Q/E ...]`` (defaults: the settings' defaults; ``--variant``, repeatable,
+compares several rule sets against one plain run; ``--replay``, repeatable, replays rule sets
+from the plain run's rows without sampling (``adaptive_replay``: token ratio and precision
+only); ``smoke``: tiny models and a 128-prompt round, about a minute
+per task on 2 cores).
 """
 
 from __future__ import annotations
@@ -33,9 +36,14 @@ import time
 from pathlib import Path
 
 from active_labelling import QUICK, bootstrapped, task_settings, with_settings
+from adaptive_replay import replay, replay_inputs
+
+from rs_pipeline.config import GenerationConfig
 
 ROUND = "r0001"
-RULES = ("stop_score", "stop_gain", "stop_margin", "stop_unanimous", "stop_loser_quantile")
+DEFAULT_WAVES = "2,2,4"
+RULES = ("stop_score", "stop_gain", "stop_margin", "stop_unanimous", "stop_loser_quantile",
+         "stop_coverage")
 SIZES = {
     "smoke": QUICK,
     "full": {"task": {"eval_size": 256, "gate_size": 8, "round_size": 2048},
@@ -43,13 +51,13 @@ SIZES = {
 }
 
 
-def kept(ctx, gens, scorer) -> tuple[object, float]:
-    """The kept set of ``gens`` under ``scorer`` and its precision."""
+def kept(ctx, gens, scorer) -> tuple[object, float, object]:
+    """The kept set of ``gens`` under ``scorer``, its precision, and the scores."""
     from rs_pipeline.steps import judging, selection
 
     scores, _ = judging.score_generations(ctx, gens, scorer)
     sft, metrics = selection.sft_dataset(ctx, scores)
-    return sft, metrics["select/kept_precision"]
+    return sft, metrics["select/kept_precision"], scores
 
 
 def greedy_after_sft(ctx, sft, base, prompts: list[str]) -> float:
@@ -72,7 +80,8 @@ def same_rows(adaptive, plain) -> float:
                for r in rows) / len(rows)
 
 
-def run_task(task: str, size: str, seed: int, variants: list[dict]) -> list[dict]:
+def run_task(task: str, size: str, seed: int, variants: list[dict],
+             replays: list[dict] = ()) -> list[dict]:
     from rs_pipeline.steps import sampling
 
     root = Path(tempfile.mkdtemp(prefix="rs-adaptive-"))
@@ -84,21 +93,31 @@ def run_task(task: str, size: str, seed: int, variants: list[dict]) -> list[dict
         evals = [r["prompt"] for r in held.to_pylist() if r["split"] == "eval"]
         print(f"{task}: base policy and seed preference model in {time.perf_counter() - t:.0f}s",
               flush=True)
-        rows, plain = [], None
-        runs = [("plain", ctx)] + [(_label(w) if len(variants) > 1 else "adaptive",
-                                    with_settings(ctx, generation=w)) for w in variants]
-        for name, run in runs:
+        rows, plain, inputs = [], None, None
+        runs = [("plain", ctx, None)] + [(_label(w) if len(variants) > 1 else "adaptive",
+                                          with_settings(ctx, generation=w), w) for w in variants]
+        for name, run, w in runs:
             t = time.perf_counter()
             gens, metrics = sampling.generations(run, prompts, base, ROUND, scorer=scorer)
-            sft, precision = kept(ctx, gens, scorer)
-            plain = gens if name == "plain" else plain
+            sft, precision, scores = kept(ctx, gens, scorer)
+            if name == "plain":
+                plain = gens
+                inputs = replay_inputs(ctx, prompts, base, gens, scores) if replays else None
             rows.append({"task": task, "method": name, "rows": gens.num_rows,
                          "tokens": sampling.generated_tokens(gens), "precision": precision,
                          "greedy": greedy_after_sft(ctx, sft, base, evals),
                          "same_rows": same_rows(gens, plain),
                          "stopped": metrics.get("gen/stopped_prompts", 0),
                          "seconds": time.perf_counter() - t})
+            if inputs and w is not None:  # the replay of a sampled variant: a check
+                again = replay(*inputs, w, ctx.settings.generation.n)
+                rows[-1] |= {"replay_tokens": again["tokens"],
+                             "replay_precision": again["precision"]}
             print(f"  {name}: {rows[-1]['seconds']:.0f}s", flush=True)
+        for w in replays:
+            r = replay(*inputs, w, ctx.settings.generation.n)
+            rows.append({"task": task, "method": "replayed " + _label(w), "rows": "-",
+                         "greedy": "-", "same_rows": "-", "seconds": "-", **r})
         return rows
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -109,8 +128,9 @@ def _label(w: dict) -> str:
 
 
 def _variant(text: str) -> dict:
-    """``WAVES/STOP_SCORE/STOP_GAIN[/STOP_MARGIN[/STOP_UNANIMOUS[/STOP_LOSER_QUANTILE]]]``
-    (``none`` switches a rule off), e.g. ``2,2,4/none/none/0.05/none/0.99``."""
+    """``WAVES/STOP_SCORE/STOP_GAIN[/STOP_MARGIN[/STOP_UNANIMOUS[/STOP_LOSER_QUANTILE
+    [/STOP_COVERAGE]]]]`` (``none`` switches a rule off; a rule left out is off), e.g.
+    ``2,2,4/none/none/0.02/none/none/0.1``."""
     waves, *rules = text.split("/")
     num = [None if v.lower() == "none" else float(v) for v in rules]
     num += [None] * (len(RULES) - len(num))
@@ -125,23 +145,27 @@ def main() -> None:
     parser.add_argument("--task", choices=("rev8", "addition"), action="append",
                         help="one task (repeatable); default both")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--waves", default="2,2,4")
-    parser.add_argument("--stop-score", type=float, default=None)
-    parser.add_argument("--stop-gain", type=float, default=None)
-    parser.add_argument("--stop-margin", type=float, default=0.05)
-    parser.add_argument("--stop-unanimous", type=int, default=None)
-    parser.add_argument("--stop-loser-quantile", type=float, default=None)
+    parser.add_argument("--waves", default=DEFAULT_WAVES)
+    defaults = GenerationConfig()
+    for rule in RULES:
+        parser.add_argument(f"--{rule.replace('_', '-')}", default=getattr(defaults, rule),
+                            type=int if rule == "stop_unanimous" else float)
     parser.add_argument("--variant", action="append", type=_variant,
-                        help="WAVES/Z/G[/M[/K[/Q]]]: stop_score, stop_gain, stop_margin, "
-                             "stop_unanimous, stop_loser_quantile ('none': off), repeatable: "
+                        help="WAVES/Z/G[/M[/K[/Q[/E]]]]: stop_score, stop_gain, stop_margin, "
+                             "stop_unanimous, stop_loser_quantile, stop_coverage ('none': off), "
+                             "repeatable: "
                              "compare several against one plain run (instead of the flags above)")
+    parser.add_argument("--replay", action="append", type=_variant, default=[],
+                        help="WAVES/Z/G[/M[/K[/Q[/E]]]] replayed from the plain run's rows "
+                             "(adaptive_replay.py: token ratio and precision, no SFT round), "
+                             "repeatable; the sampled variants are replayed too, as a check")
     args = parser.parse_args()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     start = time.perf_counter()
     variants = args.variant or [{"waves": args.waves, **{k: getattr(args, k) for k in RULES}}]
-    results = {task: run_task(task, args.size, args.seed, variants)
+    results = {task: run_task(task, args.size, args.seed, variants, args.replay)
                for task in args.task or ["rev8", "addition"]}
     cols = ["task", "method", "rows", "stopped", "tokens", "precision", "greedy", "same_rows",
             "seconds"]
@@ -153,7 +177,18 @@ def main() -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
     print(f"\n{args.size} size, seed {args.seed}, waves/" + "/".join(RULES) + " "
           f"{', '.join(_label(w) for w in variants)}, {time.perf_counter() - start:.0f}s")
-    for task, (plain, *adaptive) in results.items():
+    for task, (plain, *others) in results.items():
+        for a in others:
+            if "replay_tokens" in a:
+                print(f"{task} ({a['method']}): replayed token_ratio="
+                      f"{a['replay_tokens'] / plain['tokens']:.3f} precision_delta="
+                      f"{a['replay_precision'] - plain['precision']:+.3f} (sampled: above)")
+        for a in others:
+            if a["greedy"] == "-":
+                print(f"{task} ({a['method']}): token_ratio={a['tokens'] / plain['tokens']:.3f} "
+                      f"precision_delta={a['precision'] - plain['precision']:+.3f}")
+    for task, (plain, *others) in results.items():
+        adaptive = [a for a in others if a["greedy"] != "-"]
         for a in adaptive:
             name = f" ({a['method']})" if len(adaptive) > 1 else ""
             print(f"{task}{name}: token_ratio={a['tokens'] / plain['tokens']:.3f} "

@@ -100,7 +100,7 @@ class GenerationConfig:
                                   "by the first wave's rewards, reaches this (empty: off).")
     stop_gain: float | None = _f(None, "Waves: a prompt stops once the expected gain of another "
                                  "wave (standardised units) is below this (empty: off).", ge=0)
-    stop_margin: float | None = _f(0.05, "Waves: a prompt stops once its best standardised reward "
+    stop_margin: float | None = _f(0.02, "Waves: a prompt stops once its best standardised reward "
                                    "beats its best other distinct completion's by this (empty: "
                                    "off).", ge=0)
     stop_unanimous: int | None = _f(None, "Waves: a prompt stops once it has at least this many "
@@ -109,6 +109,10 @@ class GenerationConfig:
                                            "this quantile of the round's losers (samples that "
                                            "scored below another answer of their prompt) "
                                            "(empty: off).", gt=0, le=1)
+    stop_coverage: float | None = _f(0.1, "Waves: a prompt stops once the chance that the rest of "
+                                     "its n samples draws any completion not seen yet (by the "
+                                     "sampler's own probabilities) is at most this (empty: off).",
+                                     ge=0, le=1)
     engine: Engine = _f("transformers", "Round sampling engine: 'transformers' (in-process) or "
                         "'vllm' (a worker process in its own venv; evaluation stays on "
                         "transformers).")

@@ -159,6 +159,70 @@ def pick_tokens(logits: torch.Tensor, seeds: torch.Tensor, step: int,
     return order.gather(-1, _inverse_cdf(weights, u)[:, None]).squeeze(-1)
 
 
+def token_logprobs(logits: torch.Tensor, tokens: Sequence[torch.Tensor],
+                   params: SamplingParams) -> list[torch.Tensor]:
+    """Per row of ``logits`` [rows, vocab], the log-probability (float64) that ``pick_tokens``
+    draws each id of ``tokens[i]`` ([rows] each) from that row: the softmax of
+    ``logits / temperature`` after the same top-k / top-p filter (``-inf`` outside it); at
+    temperature 0, 0.0 for the argmax and ``-inf`` for anything else."""
+    logits = logits.float()
+    if params.temperature <= 0:
+        best = logits.argmax(-1)
+        return [torch.where(t == best, 0.0, float("-inf")).double() for t in tokens]
+    top_k = params.top_k if 0 < params.top_k < logits.shape[-1] else 0
+    if params.top_p < 1.0:
+        weights, order = _nucleus(logits, top_k, params.top_p, params.temperature)
+    elif top_k:
+        weights, order = _head(logits, top_k, params.temperature)
+    else:
+        weights, order = _softmax_weights(logits, logits.amax(-1, keepdim=True),
+                                          params.temperature), None
+    total = weights.double().sum(-1).log_()
+    out = []
+    for t in tokens:
+        if order is None:
+            picked = weights.gather(-1, t[:, None]).squeeze(-1)
+        else:
+            picked = (weights * (order == t[:, None])).sum(-1)
+        out.append(picked.double().log_() - total)
+    return out
+
+
+@torch.inference_mode()
+def sampled_logprobs(model, rows: Sequence[tuple[Sequence[int], Sequence[int], bool]],
+                     params: SamplingParams, stop_ids: Sequence[int], pad_id: int,
+                     batch_size: int = 32) -> list[float]:
+    """The probability (log) that the sampler draws each row's completion: per row
+    ``(prompt ids, completion ids, finished)``, teacher-forced in batches of ``batch_size`` in
+    the given order, the sum of ``token_logprobs`` over the completion's tokens plus, for a
+    finished row, the log of the summed probability of the stop ids (any of them ends it)."""
+    model.eval()
+    stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long)
+    out: list[float] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        seqs = [list(p) + list(c) for p, c, _ in chunk]
+        width = max(len(q) for q in seqs)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, q in enumerate(seqs):
+            ids[i, :len(q)], mask[i, :len(q)] = torch.tensor(q, dtype=torch.long), 1
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        at = [(i, len(p) - 1 + j) for i, (p, c, _) in enumerate(chunk) for j in range(len(c))]
+        ends = [(i, len(p) + len(c) - 1) for i, (p, c, done) in enumerate(chunk) if done]
+        total = torch.zeros(len(chunk), dtype=torch.float64)
+        if at:
+            r, t = torch.tensor(at).T
+            (lp,) = token_logprobs(logits[r, t], [ids[r, t + 1]], params)
+            total.index_add_(0, r, lp)
+        if ends:
+            r, t = torch.tensor(ends).T
+            lps = token_logprobs(logits[r, t], [s.expand(len(r)) for s in stops], params)
+            total.index_add_(0, r, torch.logsumexp(torch.stack(lps), dim=0))
+        out += total.tolist()
+    return out
+
+
 # --- GPT-2: the prompt's keys/values once per prompt ------------------------------------------
 
 

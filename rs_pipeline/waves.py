@@ -18,6 +18,14 @@ every prompt first gets the first wave; after each wave the samples are scored a
   the round's *losers* so far (samples that scored below a distinct completion of their own
   prompt): an empirical bar for "better than the wrong answers" that needs no calibration of
   the model's scale across prompts, for prompts whose samples all agree;
+- ``generation.stop_coverage``: the chance that the rest of its plain budget (``n`` minus the
+  samples drawn) draws any completion not seen yet is at most this: ``1 - S ** left``, ``S``
+  the total probability, under the distribution they were sampled from, of its distinct
+  completions so far (the policy teacher-forced on them: ``generation.sampled_logprobs``).
+  Plain best-of-N would then, with at least that certainty, choose among the very completions
+  already scored, so stopping changes nothing. It needs no reward at all, and it stops what
+  the reward rules cannot: a peaked policy whose samples agree, or split between two answers
+  that together hold nearly all its mass;
 - ``generation.stop_gain``: the expected gain of the next wave is below this. A prompt's
   standardised rewards are modelled as normal around the mean of those seen, with a spread
   shrunk between its own and the round's pooled within-prompt spread (from the first wave);
@@ -122,12 +130,15 @@ class WavePlan:
     stop_margin: float | None = None
     stop_unanimous: int | None = None
     stop_loser_quantile: float | None = None
+    stop_coverage: float | None = None
     scale: Scale | None = None
 
     def __post_init__(self):
         self.z: dict[int, list[float]] = {}
+        self.seen: dict[int, dict[str, float]] = {}  # per prompt: completion -> probability
         self.stopped: set[int] = set()
         self.spent = 0
+        self.n = 0  # plain best-of-N's samples per prompt (the budget over the prompts)
 
     def drawn(self, p: int) -> int:
         return len(self.z.get(p, ()))
@@ -144,22 +155,36 @@ class WavePlan:
             open_ = sorted(sorted(open_, key=lambda p: (-need[p], p))[:fit])
         return open_
 
-    def add(self, wave: int, rewards: dict[int, list[float]]) -> int:
-        """Record a wave's raw rewards (per prompt, in sample order); returns how many prompts
-        stop after it."""
+    def add(self, wave: int, rewards: dict[int, list[float]],
+            logprobs: dict[int, dict[str, float]] | None = None) -> int:
+        """Record a wave's raw rewards (per prompt, in sample order) and, for
+        ``stop_coverage``, the sampling log-probability of each completion it drew (per
+        prompt: completion -> log-probability); returns how many prompts stop after it."""
         if wave == 0:
             self.scale = Scale.of(list(rewards.values()))
+            self.n = self.budget // max(len(rewards), 1)
         for p, r in rewards.items():
             self.z.setdefault(p, []).extend(self.scale.z(r))
             self.spent += len(r)
+        for p, drawn in (logprobs or {}).items():
+            self.seen.setdefault(p, {}).update({c: math.exp(lp) for c, lp in drawn.items()})
         if wave + 1 >= len(self.sizes):
             return 0
         k = self.sizes[wave + 1]
         bar = self._loser_bar()
-        stop = {p for p in rewards if self._done(self.z[p], k)
+        stop = {p for p in rewards if self._done(self.z[p], k) or self._covered(p)
                 or (bar is not None and max(self.z[p]) > bar)}
         self.stopped |= stop
         return len(stop)
+
+    def _covered(self, p: int) -> bool:
+        """``stop_coverage``: the rest of prompt ``p``'s plain budget would, with probability at
+        least ``1 - stop_coverage``, draw only completions it has already seen."""
+        if self.stop_coverage is None:
+            return False
+        mass = min(sum(self.seen.get(p, {}).values()), 1.0)
+        left = max(self.n - self.drawn(p), 0)
+        return 1.0 - mass ** left <= self.stop_coverage
 
     def _loser_bar(self) -> float | None:
         """The ``stop_loser_quantile`` quantile of the round's *losers* so far: every sample that

@@ -19,7 +19,7 @@ ROUND = "r0001"
 def _ctx(home, policy, **generation):
     return RunContext(config_from_dict(merge(TINY, {
         "policy": {"base_path": str(policy)}, "task": {"round_size": 24},
-        "generation": {"n": 4, "stop_margin": None, **generation},
+        "generation": {"n": 4, "stop_margin": None, "stop_coverage": None, **generation},
         "recovery": {"shard_prompts": 10}})), home)
 
 
@@ -139,6 +139,82 @@ def test_the_budget_goes_to_the_prompts_still_open_and_a_restart_gives_the_same_
             fs.rm(path)
     again, _ = _adaptive(world, resume, **settings)
     assert again.equals(table) and again.equals(_adaptive(world, **settings)[0])
+
+
+def test_the_coverage_rule_stops_prompts_whose_unseen_completions_are_improbable(world):
+    """``stop_coverage``: after a wave, a prompt stops when the rest of its plain budget would
+    draw a completion it has not seen with probability at most the setting; the probabilities
+    are the policy's, teacher-forced, checked here against the sampler itself. The decisions
+    (and so the rows) come back the same after a restart that reads the first wave back."""
+    from rs_pipeline.generation import SamplingParams, sample_prompts
+    from rs_pipeline.modeling import load_policy
+
+    settings = {"waves": "2,2", "stop_score": None, "stop_coverage": 0.3}
+    ctx = _ctx(world["home"], world["policy"], **settings)
+    resume = ctx.resume("generations", ROUND, {"stop_model": world["rm"].id})
+    table, metrics = _adaptive(world, resume, **settings)
+    plain = world["plain"].to_pydict()
+    texts = plain["prompt"][::4]
+    model, tok = load_policy(ctx.checkpoints.local_dir(world["base"].path))
+    draws = sample_prompts(model, tok, texts, SamplingParams(n=400, max_new_tokens=9),
+                           lambda p, s: 10_000 + 400 * p + s)
+    share: dict[tuple[int, str], float] = {}  # the sampler's own frequency of each completion
+    for p, c in zip(draws["prompt_index"], draws["completion"]):
+        share[p, c] = share.get((p, c), 0.0) + 1 / 400
+    d = table.to_pydict()
+    stopped = {p for p, pid in enumerate(plain["prompt_id"][::4]) if d["prompt_id"].count(pid) == 2}
+    assert metrics["gen/wave1_stopped"] == len(stopped) and 0 < len(stopped) < 24
+    for p in range(24):
+        mass = sum(share.get((p, c), 0.0) for c in set(plain["completion"][4 * p: 4 * p + 2]))
+        if 1 - mass ** 2 < 0.2:
+            assert p in stopped, (p, mass)
+        elif 1 - mass ** 2 > 0.4:
+            assert p not in stopped, (p, mass)
+    fs, folder = ctx.store.fs, resume._shard_dir()
+    for path in sorted(fs.ls(folder)):
+        if "wave2-" in path:
+            fs.rm(path)
+    again, _ = _adaptive(world, resume, **settings)
+    assert again.equals(table)
+
+
+def test_a_replay_from_the_plain_rows_draws_what_the_waves_draw(world, monkeypatch):
+    """``benchmarks/adaptive_replay.py``: the same rule sets replayed from the plain run's rows
+    (its rewards and sampling probabilities) draw exactly the rows the sampled waves draw."""
+    from pathlib import Path
+
+    from rs_pipeline.steps import judging
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from adaptive_replay import replay, replay_inputs
+
+    ctx = _ctx(world["home"], world["policy"])
+    scores, _ = judging.score_generations(ctx, world["plain"], world["rm"])
+    inputs = replay_inputs(ctx, world["prompts"], world["base"], world["plain"], scores)
+    for rules in ({"waves": "2,2", "stop_coverage": 0.3}, {"waves": "1,1,2", "stop_margin": 0.05},
+                  {"waves": "2,1,1", "stop_unanimous": 2, "stop_coverage": 0.05}):
+        table, metrics = _adaptive(world, stop_score=None, **rules)
+        got = replay(*inputs, {"stop_score": None, "stop_gain": None, **rules}, n=4)
+        assert got["tokens"] == sampling.generated_tokens(table), rules
+        assert got["stopped"] == metrics["gen/stopped_prompts"], rules
+
+
+def test_the_coverage_rule_counts_the_samples_the_plain_budget_has_left():
+    """1 - S ** left <= stop_coverage, S the seen completions' total probability (capped at 1),
+    left = n - drawn; a prompt with no probabilities reported never stops by it."""
+    import math
+
+    from rs_pipeline.waves import WavePlan
+
+    plan = WavePlan([1, 1, 2], budget=12, stop_score=None, stop_gain=None, stop_coverage=0.05)
+    rewards = {0: [0.0], 1: [1.0], 2: [2.0]}
+    seen = {0: {"a": math.log(0.99)}, 1: {"a": math.log(0.9)}}
+    assert plan.add(0, rewards, seen) == 1 and plan.stopped == {0}  # 1 - .99^3 = .03
+    assert plan.n == 4
+    seen = {1: {"b": math.log(0.09)}}  # S = .99 now, two samples left: 1 - .99^2 = .02
+    assert plan.add(1, {1: [0.5], 2: [2.0]}, seen) == 1 and plan.stopped == {0, 1}
+    cap = WavePlan([1, 1], budget=2, stop_score=None, stop_gain=None, stop_coverage=0.0)
+    assert cap.add(0, {0: [0.0]}, {0: {"a": 0.0, "b": math.log(0.5)}}) == 1  # S capped at 1
 
 
 @pytest.mark.parametrize("generation, says", [

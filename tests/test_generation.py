@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
@@ -255,3 +257,78 @@ def test_masked_tokens_are_never_drawn():
     logits = torch.tensor([[float("-inf"), 0.0, 1.0, float("-inf")]]).repeat(5000, 1)
     picks = pick_tokens(logits, torch.arange(5000), 0, SamplingParams(temperature=1.0))
     assert set(picks.tolist()) == {1, 2}
+
+
+def _filtered_logprobs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Reference: log-softmax of ``logits / temperature`` restricted to the top-k, then to the
+    smallest most-likely-first prefix whose mass reaches top-p (float64, full sort)."""
+    x = logits.double() / params.temperature
+    if params.top_k:
+        kth = x.topk(params.top_k, dim=-1).values[..., -1:]
+        x = x.masked_fill(x < kth, float("-inf"))
+    if params.top_p < 1.0:
+        values, order = x.sort(dim=-1, descending=True)
+        p = values.softmax(-1)
+        drop = p.cumsum(-1) - p >= params.top_p
+        x = x.scatter(-1, order, values.masked_fill(drop, float("-inf")))
+    return x.log_softmax(-1)
+
+
+@pytest.mark.parametrize("build", [lambda: random_gpt2(vocab=16), lambda: random_llama(vocab=16)])
+@pytest.mark.parametrize("params", [SamplingParams(n=4, max_new_tokens=6),
+                                    SamplingParams(n=4, temperature=0.7, top_k=8, top_p=0.9,
+                                                   max_new_tokens=6),
+                                    SamplingParams(n=4, temperature=1.3, top_p=0.8,
+                                                   max_new_tokens=6)])
+def test_sampled_logprobs_are_the_sampling_distributions_teacher_forced(build, params):
+    """``sampled_logprobs`` of sampled rows (of different lengths in one batch) equals the sum,
+    over each row's tokens up to and including its stop id, of log p(token) under the filtered
+    distribution computed independently (full sort, float64); a finished row's stop term
+    counts every stop id."""
+    model = build()
+    ids = torch.randint(2, 16, (3, 6), generator=torch.Generator().manual_seed(5))
+    stops = [7, 9]
+    tokens = sample_expanded(model, ids, torch.arange(12) * 31 + 3, params, eos_id=stops,
+                             pad_id=0)
+    rows = []
+    for r, row in enumerate(tokens.tolist()):
+        end = next((j for j, t in enumerate(row) if t in stops), None)
+        rows.append((ids[r // params.n].tolist(), row[:end] if end is not None else row,
+                     end is not None))
+    assert any(done for *_, done in rows) and not all(done for *_, done in rows)
+    ours = generation.sampled_logprobs(model, rows, params, stops, pad_id=0, batch_size=5)
+    for (prompt, completion, done), got in zip(rows, ours):
+        full = torch.tensor([prompt + completion])
+        with torch.no_grad():
+            logits = model(input_ids=full).logits[0, len(prompt) - 1:]
+        ref = _filtered_logprobs(logits, params)
+        want = sum(ref[j, t].item() for j, t in enumerate(completion))
+        if done:
+            want += torch.logsumexp(ref[len(completion), stops], 0).item()
+        assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_sampled_logprobs_match_how_often_the_sampler_draws_a_completion():
+    """Empirically: over 6,000 seeds, each distinct completion's share of the samples is its
+    ``exp(sampled_logprobs)`` (within 4 standard errors), and the shares sum to one."""
+    model = random_gpt2(vocab=5, seed=3)
+    prompt = torch.tensor([[2, 3, 4]])
+    params = SamplingParams(n=6000, temperature=1.2, max_new_tokens=3)
+    tokens = sample_expanded(model, prompt, torch.arange(6000), params, eos_id=1, pad_id=0)
+    counts: dict[tuple, int] = {}
+    for row in tokens.tolist():
+        end = row.index(1) if 1 in row else None
+        key = (tuple(row[:end] if end is not None else row), end is not None)
+        counts[key] = counts.get(key, 0) + 1
+    rows = [([2, 3, 4], list(c), done) for c, done in counts]
+    probs = [math.exp(v) for v in generation.sampled_logprobs(model, rows, params, [1], 0)]
+    assert len(counts) > 10
+    for (key, count), p in zip(counts.items(), probs):
+        assert abs(count / 6000 - p) <= 4 * math.sqrt(p * (1 - p) / 6000) + 1e-3, key
+    every = [([2, 3, 4], [a, b, c], False) for a in (0, 2, 3, 4) for b in (0, 2, 3, 4)
+             for c in (0, 2, 3, 4)]
+    every += [([2, 3, 4], list(c), True) for c in ([], *([a] for a in (0, 2, 3, 4)),
+                                                  *([a, b] for a in (0, 2, 3, 4)
+                                                    for b in (0, 2, 3, 4)))]
+    total = sum(math.exp(v) for v in generation.sampled_logprobs(model, every, params, [1], 0))
+    assert total == pytest.approx(1.0, abs=1e-6)

@@ -42,6 +42,13 @@ class Engine(Protocol):
         ``candidate_ids`` being the next token: a judge's answer, scored without sampling."""
         ...
 
+    def completion_logprobs(self, rows: Sequence[tuple[Sequence[int], Sequence[int], bool]],
+                            params: SamplingParams, stop_ids: Sequence[int]) -> list[float]:
+        """Per ``(prompt ids, completion ids, finished)``: the log-probability that ``sample``
+        with ``params`` draws that completion, its ending at a stop id included (adaptive
+        best-of-N's ``stop_coverage``)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from rs_pipeline.engines.base import SeedOf
-from rs_pipeline.generation import SamplingParams, sample_encoded
+from rs_pipeline.generation import SamplingParams, sample_encoded, sampled_logprobs
 
 
 class TransformersEngine:
@@ -51,6 +51,13 @@ class TransformersEngine:
             for r, i in enumerate(rows):
                 out[i] = logp[r].tolist()
         return out
+
+    def completion_logprobs(self, rows: Sequence[tuple[Sequence[int], Sequence[int], bool]],
+                            params: SamplingParams, stop_ids: Sequence[int]) -> list[float]:
+        """Per ``(prompt ids, completion ids, finished)``: the log-probability that ``sample``
+        with ``params`` draws that completion (``generation.sampled_logprobs``)."""
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        return sampled_logprobs(self.model, rows, params, stop_ids, pad)
 
     def close(self) -> None:
         self.model = None

@@ -143,6 +143,12 @@ class VllmEngine:
         raise NotImplementedError("the vllm engine does not score next-token logprobs; the "
                                   "judge annotator uses the transformers engine")
 
+    def completion_logprobs(self, rows, params: SamplingParams, stop_ids) -> list[float]:
+        """Not offered: adaptive best-of-N (its only user) runs on the transformers engine
+        (``waves.wave_problems`` refuses waves with vLLM before a round starts)."""
+        raise NotImplementedError("the vllm engine does not score completion logprobs; "
+                                  "generation.waves runs on the transformers engine")
+
     def close(self) -> None:
         """Stop the worker: 'quit' and end of input (killed if it has not exited in 60 s)."""
         proc, self._proc = self._proc, None

@@ -132,7 +132,7 @@ def adaptive_generations(ctx: RunContext, prompts: pa.Table, policy: PolicyCheck
     count = len(sample.texts)
     where = {pid: p for p, pid in enumerate(sample.pids)}
     plan = WavePlan(sizes, g.n * count, g.stop_score, g.stop_gain, g.stop_margin,
-                    g.stop_unanimous, g.stop_loser_quantile)
+                    g.stop_unanimous, g.stop_loser_quantile, g.stop_coverage)
     model = lazy(lambda: ctx.load_preference(scorer))
     tables, metrics = [], {}
     try:
@@ -150,7 +150,9 @@ def adaptive_generations(ctx: RunContext, prompts: pa.Table, policy: PolicyCheck
             rewards: dict[int, list[float]] = {}
             for pid, m, s in zip(d["prompt_id"], mean, spread):
                 rewards.setdefault(where[pid], []).append(conservative(m, s, penalty))
-            stopped = plan.add(w, rewards)
+            seen = (sample_probabilities(ctx, sample.engine, prompts, d, plan.seen)
+                    if g.stop_coverage is not None else None)
+            stopped = plan.add(w, rewards, seen)
             metrics |= {f"gen/wave{w + 1}_prompts": len(at), f"gen/wave{w + 1}_samples":
                         table.num_rows, f"gen/wave{w + 1}_tokens": generated_tokens(table),
                         f"gen/wave{w + 1}_stopped": stopped}
@@ -164,6 +166,32 @@ def adaptive_generations(ctx: RunContext, prompts: pa.Table, policy: PolicyCheck
                    "gen/seconds": seconds, "gen/rows": table.num_rows,
                    "gen/tokens": generated_tokens(table), "gen/budget_rows": plan.budget,
                    "gen/stopped_prompts": len(plan.stopped)}
+
+
+def sample_probabilities(ctx: RunContext, engine, prompts: pa.Table, wave: dict,
+                         seen: dict[int, dict] | None = None) -> dict[int, dict[str, float]]:
+    """Per prompt position of ``prompts``, the sampling log-probability of each completion of
+    ``wave`` (generations columns) not in ``seen`` (per position: completions already known),
+    by the policy teacher-forced (``engine()``'s ``completion_logprobs``; the engine is asked
+    for only when there is something to score): distinct rows only, in sorted order, so a
+    re-run that reads the wave back computes the very same numbers."""
+    texts = prompts.column("prompt").to_pylist()
+    where = {pid: p for p, pid in enumerate(prompts.column("prompt_id").to_pylist())}
+    seen = seen or {}
+    new = sorted({(where[pid], c, done) for pid, c, done
+                  in zip(wave["prompt_id"], wave["completion"], wave["finished"])
+                  if c not in seen.get(where[pid], {})})
+    if not new:
+        return {}
+    e, chat = engine(), ctx.settings.policy.chat_template
+    kw = prompt_kwargs(e, e.tokenizer, [texts[p] for p, _, _ in new], chat)
+    rows = [(ids, e.tokenizer(c, add_special_tokens=False)["input_ids"], done)
+            for ids, (_, c, done) in zip(kw["prompt_ids"], new)]
+    logprobs = e.completion_logprobs(rows, ctx.sampling, kw["stop_ids"])
+    out: dict[int, dict[str, float]] = {}
+    for (p, c, _), lp in zip(new, logprobs):
+        out.setdefault(p, {})[c] = lp
+    return out
 
 
 def generated_tokens(table: pa.Table) -> int:
