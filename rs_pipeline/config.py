@@ -141,6 +141,11 @@ class PreferenceConfig:
     reward: RewardKind = _f("head", "'head': a sequence classifier's score head on the last token; "
                             "'likelihood': the causal LM's log-likelihood of the completion, "
                             "trained by the same BT loss (judges answers token by token).")
+    nll_weight: float = _f(0.0, "Likelihood reward: weight of the preferred completion's "
+                           "per-token negative log-likelihood (weighted by |2hp - 1|: ties teach "
+                           "nothing) added to the BT "
+                           "loss, so the LM learns to produce what the labels prefer, not only "
+                           "to rank it (RPO's regulariser); 0: BT alone.", ge=0)
     seed_epochs: float = _f(2.0, "Epochs over the seed pairs.", gt=0)
     pairs_per_round: int = _f(2000, "On-policy pairs of distinct completions labelled per round.", ge=1)
     pair_strategy: PairStrategy = _f("top_vs_other", "'top_vs_other' (previous model's favourite "
@@ -413,9 +418,15 @@ class PipelineConfig:
 # addition needs a slightly larger step and leans on the gate.
 TASK_PRESETS: dict[str, dict[str, Any]] = {
     "rev8": {"policy": {"pretrain_steps": 300}, "sft": {"epochs": 1.0, "learning_rate": 5e-4}},
+    # addition: a reward head cannot check sums (kept precision ~0.3, champion stalls at ~0.5);
+    # the policy's own LM as the reward, taught by BT plus the preferred answers' likelihood,
+    # selects ~0.85-0.95 right and the champion matches the verifier-selected run (README
+    # "Judges that can add")
     "addition": {
         "policy": {"pretrain_steps": 400},
-        "sft": {"epochs": 2.0, "learning_rate": 5e-4},
+        "preference": {"reward": "likelihood", "nll_weight": 3.0, "seed_epochs": 6.0,
+                       "seed_learning_rate": 1e-3},
+        "sft": {"epochs": 3.0, "learning_rate": 5e-4},
         "gate": {"tolerance": 0.02},
     },
 }

@@ -83,7 +83,9 @@ def problems(preference, base_config) -> list[str]:
     """Settings a likelihood reward model cannot honour, refused before any model work;
     ``base_config`` is ``preference.base_path``'s config (None: the policy is the start)."""
     if preference.reward != KIND:
-        return []
+        return ([f"setting preference.nll_weight ({preference.nll_weight}) needs "
+                 "preference.reward='likelihood' (a reward head has no likelihood to train)"]
+                if preference.nll_weight else [])
     out = []
     if preference.ensemble_heads > 1:
         out.append(f"setting preference.reward='likelihood' has one output: "

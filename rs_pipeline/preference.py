@@ -24,6 +24,7 @@ from transformers import Trainer
 
 from rs_pipeline import scoring
 from rs_pipeline.ids import derive_seed
+from rs_pipeline.likelihood_reward import is_likelihood
 from rs_pipeline.pairs import LabelledPair
 from rs_pipeline.preference_inputs import pad_rows
 from rs_pipeline.scoring import head_rewards
@@ -55,10 +56,28 @@ def rewards(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return logits[:, 0] if logits.shape[1] == 1 else logits.mean(dim=1)
 
 
+def preferred_nll(r: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A likelihood reward's negative log-likelihood of each pair's preferred completion, per
+    token, weighted by how decided the label is: ``-(relu(2hp - 1) * r_A / len_A + relu(1 - 2hp)
+    * r_B / len_B)``, averaged over the pairs (``r`` is the completion's summed log-likelihood;
+    lengths count the tokens it sums over). A tie (hp = 0.5: both right or both wrong) teaches
+    nothing, so two wrong answers are never learnt as if they were preferred."""
+    scored = batch["token_type_ids"][:, 1:].bool() & batch["attention_mask"][:, 1:].bool()
+    per_token = r / scored.sum(dim=1).clamp(min=1).to(r.dtype)
+    half, hp = r.shape[0] // 2, batch["hp"].to(r.dtype)
+    return -(torch.relu(2 * hp - 1) * per_token[:half]
+             + torch.relu(1 - 2 * hp) * per_token[half:]).mean()
+
+
 class BradleyTerryTrainer(Trainer):
     """``Trainer`` whose batches are pairs: A and B go through the model in one forward, and
     the loss is the soft-label BT loss (the one custom piece of preference training); with
-    per-head bootstrap ``weights`` in the batch, every head gets its own weighted loss."""
+    per-head bootstrap ``weights`` in the batch, every head gets its own weighted loss. With
+    ``nll_weight`` (a likelihood reward only), ``preferred_nll`` is added, times that weight."""
+
+    def __init__(self, *args, nll_weight: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.nll_weight = nll_weight
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "weights" in inputs:
@@ -69,6 +88,8 @@ class BradleyTerryTrainer(Trainer):
             r = rewards(model, inputs)
             half = r.shape[0] // 2
             loss = bt_loss(r[:half], r[half:], inputs["hp"])
+            if self.nll_weight:
+                loss = loss + self.nll_weight * preferred_nll(r, inputs)
         return (loss, {"rewards": r}) if return_outputs else loss
 
 
@@ -87,9 +108,13 @@ class SoftPairCollator:
 
 
 def train_preference(model, tokenizer, pairs: Sequence[LabelledPair], *, epochs: float, lr: float,
-                     batch_size: int, seed: int, **checkpointing) -> dict[str, float]:
+                     batch_size: int, seed: int, nll_weight: float = 0.0,
+                     **checkpointing) -> dict[str, float]:
     """Fine-tune ``model`` in place on labelled pairs; returns loss, steps, seconds. A model
-    with K > 1 outputs trains each head on its own bootstrap of ``pairs`` (seeded by ``seed``)."""
+    with K > 1 outputs trains each head on its own bootstrap of ``pairs`` (seeded by ``seed``);
+    ``nll_weight`` > 0 (a likelihood reward) adds ``preferred_nll`` to the loss."""
+    if nll_weight and not is_likelihood(model):
+        raise ValueError("nll_weight needs a likelihood reward model (preference.reward)")
     if not pairs:
         raise ValueError("no labelled pairs to train the preference model on")
     prompts = [p[0] for p in pairs]
@@ -104,7 +129,8 @@ def train_preference(model, tokenizer, pairs: Sequence[LabelledPair], *, epochs:
     model.config.pad_token_id = tokenizer.pad_token_id
     return run_trainer(model, rows, SoftPairCollator(pad_token_id=tokenizer.pad_token_id),
                        trainer_cls=BradleyTerryTrainer, lr=lr, batch_size=batch_size, seed=seed,
-                       epochs=epochs, **checkpointing)
+                       epochs=epochs, trainer_kwargs={"nll_weight": nll_weight},
+                       **checkpointing)
 
 
 def score_heads(model, tokenizer, prompts: Sequence[str], completions: Sequence[str],

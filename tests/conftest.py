@@ -50,6 +50,34 @@ def pointing_at(home):
         yield home
 
 
+@contextlib.contextmanager
+def live_daemon(home):
+    """``dagster-daemon run`` against ``home`` (its own session, signals reset: a child here may
+    inherit them ignored), stopped by its process group at the end; yields a ``check()`` that
+    fails with the daemon's log if it has died."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    log = open(home / "daemon.log", "w")
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "rs_pipeline.defs"],
+        env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True, preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL)
+                                                     for s in (signal.SIGINT, signal.SIGTERM)])
+
+    def check():
+        assert daemon.poll() is None, (home / "daemon.log").read_text()[-3000:]
+
+    try:
+        yield check
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(timeout=30)
+        log.close()
+
+
 @pytest.fixture
 def tiny_home(tmp_path, monkeypatch):
     return make_home(tmp_path / "home", monkeypatch)

@@ -29,7 +29,8 @@ def test_demo_presets():
     assert demo_config("rev8").sft.learning_rate == 5e-4
     add = demo_config("addition", selection={"selector": "verifier"})
     assert add.task.name == "addition" and add.selection.selector == "verifier"
-    assert add.gate.tolerance == 0.02 and add.sft.epochs == 2.0
+    assert add.gate.tolerance == 0.02 and add.sft.epochs == 3.0
+    assert (add.preference.reward, add.preference.nll_weight) == ("likelihood", 3.0)
 
 
 def test_choices_ranges_and_numbers_are_checked_with_every_problem_listed():

@@ -1,10 +1,12 @@
 """Rounds that ask people for labels, through Dagster: a round pauses on its request, blocks new
-rounds, and the labels_arrived sensor (evaluated for real against the instance) resumes it when
-a labels file arrives, or when the wait is over (the refresh is then skipped, reason on record)."""
+rounds, and the labels_arrived sensor resumes it when a labels file arrives (a live
+dagster-daemon evaluates it and launches the run), or when the wait is over (evaluated against
+the instance with the clock moved; the refresh is then skipped, reason on record)."""
 
 import datetime as dt
 import json
 import random
+import time
 
 import dagster as dg
 import pyarrow as pa
@@ -13,7 +15,7 @@ import pytest
 
 from rs_pipeline.config import merge
 from rs_pipeline.storage import AssetStore
-from tests.conftest import PROMOTE_ALL, make_home
+from tests.conftest import PROMOTE_ALL, live_daemon, make_home
 
 ROUND_ASSETS_AFTER_LABELS = ("preference_model", "scores", "sft_dataset", "dpo_pairs",
                              "policy_checkpoint", "round_monitors", "round_eval", "promotion")
@@ -122,8 +124,15 @@ def test_a_round_waits_for_people_and_the_sensor_resumes_it(tmp_path, monkeypatc
     assert req.tags["rs_pipeline/trigger"] == "labels"
     assert {k.path[-1] for k in req.asset_selection} == {"preference_labels",
                                                          *ROUND_ASSETS_AFTER_LABELS}
-    resumed = _run_request(instance, req)
-    assert resumed.success, failure_messages(instance, resumed)
+    with live_daemon(home) as alive:  # the daemon evaluates the sensor and launches the run
+        deadline, runs = time.time() + 300, []
+        while time.time() < deadline and not (runs and runs[0].is_finished):
+            alive()
+            time.sleep(1)
+            runs = instance.get_runs(dg.RunsFilter(tags={"rs_pipeline/trigger": "labels"}))
+    assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS, \
+        (home / "daemon.log").read_text()[-3000:]
+    assert runs[0].tags["dagster/run_key"] == req.run_key
     labels = store.read_table("preference_labels", key).to_pylist()
     by_pair = {(r["prompt"], r["completion_a"], r["completion_b"]): r["hp"] for r in rows}
     assert len(labels) == n

@@ -1,12 +1,7 @@
 """The nightly schedule: tested with Dagster's schedule context, and once for real with the daemon
 (with the continuous sensor chaining the next round)."""
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -22,6 +17,7 @@ from rs_pipeline.records import (
     RoundEvaluation,
 )
 from rs_pipeline.storage import AssetStore
+from tests.conftest import live_daemon
 
 
 def _evaluate(instance):
@@ -101,17 +97,11 @@ def test_daemon_runs_the_nightly_round_then_chains_a_continuous_one(tiny_home):
     cfg["schedule"] = {"enabled": True, "cron": "* * * * *", "timezone": "UTC"}
     cfg["continuous"] = {"enabled": True, "max_rounds": 2, "interval_seconds": 2}
     (tiny_home / "rs_pipeline.yaml").write_text(yaml.safe_dump(cfg))
-    log = open(tiny_home / "daemon.log", "w")
-    daemon = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "rs_pipeline.defs"],
-        env={**os.environ, "DAGSTER_HOME": str(tiny_home)}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True, preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL)
-                                                     for s in (signal.SIGINT, signal.SIGTERM)])
     budget = "continuous mode stopped: round budget spent"
-    try:
+    with live_daemon(tiny_home) as alive:
         deadline, done = time.time() + 420, False
         while time.time() < deadline and not done:
-            assert daemon.poll() is None, (tiny_home / "daemon.log").read_text()[-3000:]
+            alive()
             time.sleep(3)
             nightly = _state(instance, "nightly_round")
             if nightly and nightly.is_running and instance.get_runs(
@@ -121,9 +111,6 @@ def test_daemon_runs_the_nightly_round_then_chains_a_continuous_one(tiny_home):
             done = instance.has_dynamic_partition("rounds", "r0002") and any(
                 budget in (t.skip_reason or "") for t in _ticks(instance, "continuous_rounds"))
         assert done, (tiny_home / "daemon.log").read_text()[-3000:]
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        daemon.wait(timeout=30)
     store = AssetStore(str(tiny_home / "assets"))
     records = {r.dagster_run.tags["dagster/partition"]: r
                for r in instance.get_run_records(dg.RunsFilter(job_name="round"))}

@@ -69,7 +69,7 @@ def _from_base(path: str, heads: int, seed: int):
 def _train(model, tok, pairs: Sequence[LabelledPair], pc, resume: Resume | None, **args):
     """BT training of the preference model, through LoRA adapters with ``preference.lora``."""
     return fine_tune(model, pc.lora, "SEQ_CLS", "preference.lora", lambda m: train_preference(
-        m, tok, pairs, batch_size=pc.batch_size, **args,
+        m, tok, pairs, batch_size=pc.batch_size, nll_weight=pc.nll_weight, **args,
         **(resume.checkpointing() if resume else {})))
 
 
