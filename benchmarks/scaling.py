@@ -14,13 +14,14 @@ machine's speed drifts by tens of percent between minutes) and ends with one lin
 ``speedup_generation=<x> speedup_scoring=<x> speedup_gen_plus_scoring=<x>``, the medians of the
 repeats' ratios (2 workers over 1).
 
-Run: ``python benchmarks/scaling.py [--size demo|quick] [--repeats 3]`` (demo: 2,048 prompts
+Run: ``python benchmarks/scaling.py [--size demo|quick] [--repeats 3] [--settings JSON]`` (demo: 2,048 prompts
 x 8, the default round; quick: 512 prompts).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -86,6 +87,9 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="demo")
     parser.add_argument("--repeats", type=int, default=3,
                         help="1-then-2-worker pairs; the last line gives the medians")
+    parser.add_argument("--settings", type=json.loads, default={},
+                        help='JSON merged into the settings, e.g. '
+                             '\'{"generation": {"batch_prompts": 64}}\'')
     args = parser.parse_args()
     import dagster as dg
 
@@ -93,7 +97,7 @@ def main() -> None:
     from rs_pipeline.defs.runner import run_bootstrap, run_round
     from rs_pipeline.storage import AssetStore
 
-    settings = merge(TASK_PRESETS["rev8"], SIZES[args.size])
+    settings = merge(merge(TASK_PRESETS["rev8"], SIZES[args.size]), args.settings)
     round_size = settings.get("task", {}).get("round_size", 2048)
     settings = merge(settings, {"recovery": {"shard_prompts": round_size // PARTS}})
     root = Path(tempfile.mkdtemp(prefix="rs-scaling-"))
@@ -107,7 +111,9 @@ def main() -> None:
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
 
     try:
-        configure({})
+        # one torch thread, as each worker: on some CPUs (seen on AVX-512 Xeons) a reward's last
+        # float bits depend on the thread count, and the reference must be the parts' arithmetic
+        configure({"torch_threads": 1})
         instance = dg.DagsterInstance.get()
         t = time.perf_counter()
         assert run_bootstrap(instance).success
@@ -155,10 +161,24 @@ def _timed_run(instance, home, key, store, reference, workers, configure) -> dic
           f"the orchestrating process used "
           f"{used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime:.1f} CPU s", flush=True)
     spans = _report(f"{workers}w", _steps(instance, run.run_id))
-    same = all(store.read_table(a, key).equals(reference[a]) for a in ASSETS)
-    print(f"  rows identical to the in-process round: {same}", flush=True)
+    differ = {a: _difference(store.read_table(a, key), reference[a]) for a in ASSETS}
+    same = not any(differ.values())
+    print(f"  rows identical to the in-process round: {same}"
+          + "".join(f"; {a}: {d}" for a, d in differ.items() if d), flush=True)
     assert same, "a sharded run wrote different rows"
     return spans
+
+
+def _difference(table, reference) -> str:
+    """'' when the tables are equal, else which columns differ, in how many rows."""
+    if table.equals(reference):
+        return ""
+    if table.num_rows != reference.num_rows or table.schema != reference.schema:
+        return f"{table.num_rows} rows vs {reference.num_rows}, schemas equal: " \
+               f"{table.schema == reference.schema}"
+    a, b = table.to_pydict(), reference.to_pydict()
+    cols = {c: sum(x != y for x, y in zip(a[c], b[c])) for c in a}
+    return ", ".join(f"{c} in {n} rows" for c, n in cols.items() if n)
 
 
 if __name__ == "__main__":
