@@ -146,17 +146,23 @@ def pick_tokens(logits: torch.Tensor, seeds: torch.Tensor, step: int,
     smallest prefix (most likely first) whose mass reaches ``top_p``."""
     if params.temperature <= 0:
         return logits.argmax(-1)
-    logits = logits.float()
     u = uniform_noise(seeds, step)
+    weights, order = _filtered_weights(logits.float(), params)
+    if order is None:
+        return _inverse_cdf(weights, u)
+    return order.gather(-1, _inverse_cdf(weights, u)[:, None]).squeeze(-1)
+
+
+def _filtered_weights(logits: torch.Tensor, params: SamplingParams
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The unnormalised sampling weights of ``logits`` [rows, vocab] (float) after the top-k /
+    top-p filter, and the token id of each weight's column (None: columns are token ids)."""
     top_k = params.top_k if 0 < params.top_k < logits.shape[-1] else 0
     if params.top_p < 1.0:
-        weights, order = _nucleus(logits, top_k, params.top_p, params.temperature)
-    elif top_k:
-        weights, order = _head(logits, top_k, params.temperature)
-    else:
-        return _inverse_cdf(_softmax_weights(logits, logits.amax(-1, keepdim=True),
-                                             params.temperature), u)
-    return order.gather(-1, _inverse_cdf(weights, u)[:, None]).squeeze(-1)
+        return _nucleus(logits, top_k, params.top_p, params.temperature)
+    if top_k:
+        return _head(logits, top_k, params.temperature)
+    return _softmax_weights(logits, logits.amax(-1, keepdim=True), params.temperature), None
 
 
 def token_logprobs(logits: torch.Tensor, tokens: Sequence[torch.Tensor],
@@ -169,14 +175,7 @@ def token_logprobs(logits: torch.Tensor, tokens: Sequence[torch.Tensor],
     if params.temperature <= 0:
         best = logits.argmax(-1)
         return [torch.where(t == best, 0.0, float("-inf")).double() for t in tokens]
-    top_k = params.top_k if 0 < params.top_k < logits.shape[-1] else 0
-    if params.top_p < 1.0:
-        weights, order = _nucleus(logits, top_k, params.top_p, params.temperature)
-    elif top_k:
-        weights, order = _head(logits, top_k, params.temperature)
-    else:
-        weights, order = _softmax_weights(logits, logits.amax(-1, keepdim=True),
-                                          params.temperature), None
+    weights, order = _filtered_weights(logits, params)
     total = weights.double().sum(-1).log_()
     out = []
     for t in tokens:
