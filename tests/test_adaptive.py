@@ -243,3 +243,49 @@ def test_the_loser_rule_stops_agreeing_prompts_above_the_rounds_wrong_answers():
     assert plan._loser_bar() == pytest.approx(losers[1])
     none = WavePlan([2, 2], budget=100, stop_score=None, stop_gain=None, stop_loser_quantile=0.5)
     assert none.add(0, {0: [1.0, 1.0], 1: [2.0, 2.0]}) == 0  # no losers yet: no bar
+
+
+def test_sampling_probabilities_of_a_chat_policy_match_how_often_it_draws(tiny_chat_policy,
+                                                                          tmp_path):
+    """``stop_coverage``'s probabilities on a user's chat model (byte-level BPE, ChatML
+    template, several stop ids): for each of a few prompts, the sampler's own share of each
+    completion over 600 seeded draws (templated prompts, its stop ids) is
+    ``exp(sample_probabilities)`` of that completion's text, within 4 standard errors."""
+    import math
+
+    from rs_pipeline.chat import prompt_kwargs
+    from rs_pipeline.generation import SamplingParams, sample_prompts
+    from rs_pipeline.resume import lazy
+    from rs_pipeline.schemas import make_table
+    from rs_pipeline.tasks import get_task
+
+    ctx = _ctx(tmp_path / "home", tiny_chat_policy)
+    pool, _, _ = bootstrap.prompt_sets(ctx)
+    base, _ = bootstrap.base_policy(ctx, pool)
+    texts = get_task("rev8").prompts()[5000:5003]
+    engine = lazy(lambda: ctx.policy_engine(base))
+    e = engine()
+    kw = prompt_kwargs(e.model, e.tokenizer, texts, ctx.settings.policy.chat_template)
+    draws = 600
+    got = sample_prompts(e.model, e.tokenizer, texts, SamplingParams(
+        n=draws, max_new_tokens=ctx.sampling.max_new_tokens), lambda p, s: 7_000 + draws * p + s,
+        **kw)
+    share: dict[tuple[int, str, bool], float] = {}
+    for p, c, done in zip(got["prompt_index"], got["completion"], got["finished"]):
+        share[p, c, done] = share.get((p, c, done), 0.0) + 1 / draws
+    wave = {"prompt_id": [], "completion": [], "finished": []}
+    for p, c, done in share:
+        wave["prompt_id"].append(f"id{p}")
+        wave["completion"].append(c)
+        wave["finished"].append(done)
+    prompts = make_table("round_prompts", {"round": [ROUND] * 3,
+                                           "prompt_id": [f"id{p}" for p in range(3)],
+                                           "prompt": texts})
+    found = sampling.sample_probabilities(ctx, engine, prompts, wave)
+    e.close()
+    assert 3 < len(share) < draws  # neither one answer nor all different
+    for (p, c, _), s in share.items():
+        q = math.exp(found[p][c])
+        assert abs(s - q) <= 4 * math.sqrt(q * (1 - q) / draws) + 0.01, (p, c, s, q)
+    for p in range(3):  # what 600 draws saw holds most of each prompt's mass, never more than 1
+        assert 0.8 < sum(math.exp(v) for v in found[p].values()) <= 1 + 1e-6
