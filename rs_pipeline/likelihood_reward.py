@@ -46,7 +46,7 @@ class LikelihoodReward(torch.nn.Module):
     def forward(self, input_ids, attention_mask, token_type_ids, **_) -> SimpleNamespace:
         hidden = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask
                                     ).last_hidden_state
-        scored = token_type_ids[:, 1:].bool() & attention_mask[:, 1:].bool()
+        scored = scored_positions(token_type_ids, attention_mask)
         logits = self.lm.get_output_embeddings()(hidden[:, :-1][scored])
         targets = input_ids[:, 1:][scored]
         logp = torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None])[:, 0]
@@ -68,6 +68,12 @@ class LikelihoodReward(torch.nn.Module):
 
     def save_pretrained(self, folder, **kwargs) -> None:
         self.lm.save_pretrained(folder, **kwargs)
+
+
+def scored_positions(token_type_ids, attention_mask):
+    """Which next-token predictions (positions ``[:, 1:]``) the reward sums: the completion's
+    tokens and its end token, not padding."""
+    return token_type_ids[:, 1:].bool() & attention_mask[:, 1:].bool()
 
 
 def is_likelihood(model) -> bool:

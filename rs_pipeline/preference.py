@@ -24,7 +24,7 @@ from transformers import Trainer
 
 from rs_pipeline import scoring
 from rs_pipeline.ids import derive_seed
-from rs_pipeline.likelihood_reward import is_likelihood
+from rs_pipeline.likelihood_reward import is_likelihood, scored_positions
 from rs_pipeline.pairs import LabelledPair
 from rs_pipeline.preference_inputs import pad_rows
 from rs_pipeline.scoring import head_rewards
@@ -62,7 +62,7 @@ def preferred_nll(r: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tens
     * r_B / len_B)``, averaged over the pairs (``r`` is the completion's summed log-likelihood;
     lengths count the tokens it sums over). A tie (hp = 0.5: both right or both wrong) teaches
     nothing, so two wrong answers are never learnt as if they were preferred."""
-    scored = batch["token_type_ids"][:, 1:].bool() & batch["attention_mask"][:, 1:].bool()
+    scored = scored_positions(batch["token_type_ids"], batch["attention_mask"])
     per_token = r / scored.sum(dim=1).clamp(min=1).to(r.dtype)
     half, hp = r.shape[0] // 2, batch["hp"].to(r.dtype)
     return -(torch.relu(2 * hp - 1) * per_token[:half]

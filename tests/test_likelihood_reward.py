@@ -172,8 +172,8 @@ def test_a_round_through_dagster_judges_with_the_likelihood_and_refreshes_it(
     """Bootstrap and one round with ``preference.reward: likelihood`` started from a user's own
     causal LM (``preference.base_path``: a Llama with a byte-level BPE tokenizer, not the demo
     policy's characters): the seed model and the round's refresh are likelihood checkpoints (the
-    refresh continues the seed's), and every score is the refreshed model's log-likelihood of
-    that completion."""
+    refresh continues the seed's, both trained with the preferred answers' NLL term), and every
+    score is the refreshed model's log-likelihood of that completion."""
     import json
 
     import dagster as dg
@@ -184,7 +184,7 @@ def test_a_round_through_dagster_judges_with_the_likelihood_and_refreshes_it(
     from tests.conftest import PROMOTE_ALL, make_home
 
     home = make_home(tmp_path / "home", monkeypatch,
-                     merge(PROMOTE_ALL, {"preference": {"reward": "likelihood",
+                     merge(PROMOTE_ALL, {"preference": {"reward": "likelihood", "nll_weight": 1.0,
                                                         "base_path": str(tiny_chat_policy)}}))
     instance = dg.DagsterInstance.get()
     assert run_bootstrap(instance).success
