@@ -301,8 +301,9 @@ def test_step_workers_preload_the_package_and_warm_an_existing_store_only(tmp_pa
 
 
 _FAULTS = """
-import resource, sys, torch
+import gc, resource, sys, torch
 from rs_pipeline.defs import worker_preload
+print(gc.get_freeze_count(), len(gc.get_objects()))
 
 def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -318,12 +319,12 @@ print(trimmed, faults())
 """
 
 
-def test_step_workers_undo_the_dask_nannys_malloc_trimming(tmp_path):
-    """A dask nanny starts its worker with ``MALLOC_TRIM_THRESHOLD_=65536``: every freed block
-    over 128 KiB goes back to the kernel, so each new one page-faults in again. The worker's
-    preload hook sets glibc's thresholds back: the same allocations then reuse the heap."""
-    if platform_libc() != "glibc":
-        pytest.skip("malloc thresholds are glibc's")
+def test_step_workers_freeze_their_imports_and_undo_the_nannys_malloc_trimming(tmp_path):
+    """The preload leaves the garbage collector only what steps create (the imports' objects
+    are frozen). A dask nanny starts its worker with ``MALLOC_TRIM_THRESHOLD_=65536``: every
+    freed block over 128 KiB goes back to the kernel, so each new one page-faults in again. The
+    worker's preload hook sets glibc's thresholds back: the same allocations then reuse the
+    heap."""
     import subprocess
     import sys
 
@@ -331,6 +332,10 @@ def test_step_workers_undo_the_dask_nannys_malloc_trimming(tmp_path):
     env.pop("RS_PIPELINE_CONFIG", None)
     out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout.split()
+    frozen, tracked = int(out[-4]), int(out[-3])
+    assert frozen > 100_000 and tracked < frozen / 20, (frozen, tracked)
+    if platform_libc() != "glibc":
+        return  # malloc thresholds are glibc's
     trimmed, restored = int(out[-2]), int(out[-1])
     assert trimmed >= 20 * 1000  # ~1,024 pages a block, every time
     assert restored < 100, (trimmed, restored)  # measured: ~20,500 and 0
