@@ -182,6 +182,8 @@ class AnnotatorConfig:
                                 "template, if any).")
     judge_template: str | None = _f(None, "Judge: text file with {prompt}, {a}, {b}; empty: the "
                                     "built-in A-or-B question.")
+    judge_engine: Engine = _f("transformers", "Judge: 'transformers' (in the step's process) or "
+                              "'vllm' (a worker with the generation.vllm_* settings).")
     mix: str = _f("", "Mixed: weighted kinds of this section, e.g. "
                   "'simulated=0.5,reward_model=0.5'.")
     inbox: str | None = _f(None, "Human: folder of label requests and answers (<inbox>/<round>/); "

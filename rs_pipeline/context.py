@@ -80,7 +80,8 @@ class RunContext:
     @cached_property
     def annotator(self):
         return make_annotator(self.settings.annotator, self.task, self.settings.seed,
-                              self.settings.inputs.quarantine, inbox=str(self.home / "labelling"))
+                              self.settings.inputs.quarantine, inbox=str(self.home / "labelling"),
+                              generation=self.settings.generation)
 
     @cached_property
     def sampling(self) -> generation.SamplingParams:
@@ -181,7 +182,8 @@ def check_settings(cfg: PipelineConfig) -> list[str]:
     if task is not None and not task.alphabet and not cfg.policy.base_path:
         problems.append(f"setting policy.base_path is required for task {task.name!r} (the "
                         "demo model is built only for the built-in tasks)")
-    if cfg.generation.engine == "vllm":
+    if cfg.generation.engine == "vllm" or (cfg.annotator.judge_engine == "vllm"
+                                           and "judge" in kinds):
         try:
             engines.resolve_python(cfg.generation.vllm_python)
         except InputError as exc:
@@ -260,3 +262,4 @@ def require_settings(settings: PipelineConfig, where: str = "settings") -> None:
     if problems:
         raise InputError(f"{where}: " + problems[0] if len(problems) == 1 else
                          f"{where}: {len(problems)} problems:\n  " + "\n  ".join(problems))
+

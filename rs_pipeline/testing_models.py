@@ -82,3 +82,20 @@ def build_tiny_chat_policy(folder: str | Path, task: Task, train_prompts: Sequen
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def build_tiny_judge(folder: str | Path, task: Task, heads: int = 4, seed: int = 1) -> Path:
+    """An untrained tiny Llama chat model (byte-level BPE, ChatML) with 512 positions (the
+    built-in judge prompt is ~165 tokens), saved to ``folder``; its weights are drawn at std
+    0.2 (not 0.02) so its answers depend on the text: arbitrary A/B preferences with a strong
+    position bias. ``heads=2`` for vLLM's CPU attention (heads of width 32; seed 3 then prefers
+    one side of the test pairs by up to 0.025, seed 1 by 1e-4 only)."""
+    tok = build_bpe_chat_tokenizer([p + task.answer(p) for p in task.prompts()[:500]])
+    model = build_tiny_llama(tok, positions=512, heads=heads, seed=seed)
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.dim() == 2:
+                weight.normal_(0.0, 0.2)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return Path(folder)

@@ -30,7 +30,7 @@ from rs_pipeline.preference import score
 from rs_pipeline.preflight import preflight
 from rs_pipeline.storage import AssetStore
 from rs_pipeline.tasks import get_task
-from rs_pipeline.testing_models import build_bpe_chat_tokenizer, build_tiny_llama
+from rs_pipeline.testing_models import build_tiny_judge
 from tests.conftest import PROMOTE_ALL, make_home
 
 PAIRS = [("01201201=", "10210210", "10201210"), ("0=", "0", "11111111"),
@@ -56,20 +56,8 @@ def reward_folder(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def judge_folder(tmp_path_factory):
-    """An untrained tiny Llama chat model (byte-level BPE, ChatML) with 512 positions (the
-    built-in judge prompt is ~165 tokens); its weights are drawn at std 0.2 (not 0.02) so its
-    answers depend on the text: arbitrary A/B preferences with a strong position bias."""
-    task = get_task("rev8")
-    tok = build_bpe_chat_tokenizer([p + task.answer(p) for p in task.prompts()[:500]])
-    model = build_tiny_llama(tok, positions=512, seed=1)
-    with torch.no_grad():
-        for weight in model.parameters():
-            if weight.dim() == 2:
-                weight.normal_(0.0, 0.2)
-    path = tmp_path_factory.mktemp("judge")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    """``build_tiny_judge``: an untrained tiny Llama chat judge with a strong position bias."""
+    return build_tiny_judge(tmp_path_factory.mktemp("judge"), get_task("rev8"))
 
 
 def _sigmoid(x: float) -> float:
@@ -262,6 +250,16 @@ def test_missing_folders_and_template_are_setting_errors_all_at_once(tmp_path, j
     assert any("annotator.reward_model_path" in p and "one-output" in p for p in problems)
     assert any(f"annotator.judge_path: {bare} has no tokenizer" in p for p in problems)
     assert any("annotator.judge_template" in p and "{b}" in p for p in problems)
+    # a judge on vLLM needs the worker's Python, named by its setting; unused, nothing is asked
+    missing = str(tmp_path / "no-venv" / "python")
+    on_vllm = {"annotator": {"kind": "judge", "judge_path": str(judge_folder),
+                             "judge_engine": "vllm"}, "generation": {"vllm_python": missing}}
+    assert [p for p in check_settings(config_from_dict(on_vllm))
+            if p.startswith("setting generation.vllm_python: no Python at")]
+    judge = RunContext(config_from_dict(on_vllm), tmp_path / "home").annotator
+    assert (judge.vllm.engine, judge.vllm.vllm_python) == ("vllm", missing)  # the round's settings
+    on_vllm["annotator"]["kind"] = "simulated"
+    assert not [p for p in check_settings(config_from_dict(on_vllm)) if "vllm_python" in p]
 
 
 # --- one round through Dagster ----------------------------------------------------------------

@@ -5,7 +5,9 @@ Two vLLM workers start in this module (30-100 s each): the round's own, and one 
 the other tests.
 """
 
+import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -181,3 +183,39 @@ def test_a_chat_policy_samples_the_same_through_vllm(tmp_path):
     assert sum(out["vllm"]["finished"]) > 0.8 * len(prompts) * 2
     assert not any("<|im_end|>" in c for c in out["vllm"]["completion"])
     assert _live_workers() == workers  # close() ended this engine's worker
+
+
+def test_next_token_logprobs_are_the_transformers_engines_over_the_whole_vocabulary(engines):
+    """A judge's scoring call on vLLM: per prompt, the next token's log-softmax at the asked
+    ids, equal to the transformers engine's; asked at every id, they sum to probability 1."""
+    hf, vllm = engines
+    ids = encode_prompts(vllm.tokenizer, _prompts(100, 40)) + [[1, 2], [3]]
+    everything = list(range(len(vllm.tokenizer)))
+    got, want = (e.next_token_logprobs(ids, everything) for e in (vllm, hf))
+    assert len(got) == len(ids) and all(len(row) == len(everything) for row in got)
+    assert max(abs(a - b) for g, w in zip(got, want) for a, b in zip(g, w)) < 1e-4
+    assert all(abs(sum(math.exp(x) for x in row) - 1.0) < 1e-4 for row in got)
+    picked = vllm.next_token_logprobs(ids[:3], [everything[-1], everything[2]])
+    assert picked == [[row[-1], row[2]] for row in got[:3]]  # in the asked order
+    assert vllm.next_token_logprobs([], everything) == []
+
+
+def test_a_judge_on_vllm_labels_as_it_does_on_transformers(tmp_path):
+    """``annotator.judge_engine: vllm``: the same judge, template and pairs give the same soft
+    labels (to float noise) and the same annotator id; its worker ends with the call."""
+    from rs_pipeline.annotators import make_annotator
+    from rs_pipeline.config import AnnotatorConfig, GenerationConfig
+    from rs_pipeline.testing_models import build_tiny_judge
+    from tests.test_annotators import PAIRS
+
+    task = get_task("rev8")
+    judge = build_tiny_judge(tmp_path / "judge", task, heads=2, seed=3)
+    settings = AnnotatorConfig(kind="judge", judge_path=str(judge))
+    on_hf = make_annotator(settings, task, 0).label(PAIRS)
+    workers = _live_workers()
+    on_vllm = make_annotator(replace(settings, judge_engine="vllm"), task, 0,
+                             generation=GenerationConfig(vllm_python=str(VLLM_PYTHON))).label(PAIRS)
+    assert _live_workers() == workers
+    assert [x.annotator_id for x in on_vllm] == [x.annotator_id for x in on_hf]
+    assert max(abs(a.hp - b.hp) for a, b in zip(on_vllm, on_hf)) < 1e-4
+    assert max(abs(a.hp - 0.5) for a in on_vllm) > 0.01  # it does prefer something

@@ -17,7 +17,7 @@ from rs_pipeline.annotators.judge import JudgeAnnotator
 from rs_pipeline.annotators.mixed import MixedAnnotator, kinds_in_use, parse_mix
 from rs_pipeline.annotators.reward_model import RewardModelAnnotator
 from rs_pipeline.annotators.simulated import SimulatedAnnotator
-from rs_pipeline.config import AnnotatorConfig
+from rs_pipeline.config import AnnotatorConfig, GenerationConfig
 from rs_pipeline.errors import InputError
 from rs_pipeline.ids import config_hash, file_version, folder_version
 from rs_pipeline.tasks.base import Task
@@ -28,9 +28,11 @@ __all__ = ["Annotator", "FileAnnotator", "HumanAnnotator", "JudgeAnnotator", "La
 
 
 def make_annotator(settings: AnnotatorConfig, task: Task, seed: int,
-                   quarantine: str = "drop", inbox: str | None = None) -> Annotator:
+                   quarantine: str = "drop", inbox: str | None = None,
+                   generation: GenerationConfig | None = None) -> Annotator:
     """The annotator the ``annotator`` settings section names (``inbox``: the human
-    annotator's folder when ``annotator.inbox`` is empty)."""
+    annotator's folder when ``annotator.inbox`` is empty; ``generation``: the vLLM settings a
+    judge on ``judge_engine: vllm`` runs with, the defaults when None)."""
     kind = settings.kind
     if kind == "human":
         inbox = settings.inbox or inbox
@@ -52,10 +54,12 @@ def make_annotator(settings: AnnotatorConfig, task: Task, seed: int,
         if not settings.judge_path:
             raise InputError("setting annotator.judge_path is required when the 'judge' "
                              "annotator is used")
-        return JudgeAnnotator(settings.judge_path, settings.judge_template)
+        vllm = (replace(generation or GenerationConfig(), engine="vllm")
+                if settings.judge_engine == "vllm" else None)
+        return JudgeAnnotator(settings.judge_path, settings.judge_template, vllm=vllm, seed=seed)
     if kind == "mixed":
         return MixedAnnotator([(make_annotator(replace(settings, kind=name), task, seed,
-                                               quarantine), weight)
+                                               quarantine, generation=generation), weight)
                                for name, weight in parse_mix(settings.mix)])
     raise InputError(f"setting annotator.kind: unknown kind {kind!r} (known: simulated, file, "
                      "reward_model, judge, mixed)")

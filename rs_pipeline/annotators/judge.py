@@ -10,8 +10,10 @@ other way round; ``hp = (q1 + 1 - q2) / 2`` cancels the judge's position bias, s
 The answer tokens are the ones the judge's tokenizer writes for "A" / " A" (and "B" / " B")
 right after the rendered prompt; every form that is one token spelling the letter counts (their
 probabilities add up). Scoring runs through the engine interface
-(``Engine.next_token_logprobs``) on the ``transformers`` engine, whatever
-``generation.engine`` says: vLLM returns only top-k logprobs.
+(``Engine.next_token_logprobs``): on the ``transformers`` engine in the step's process, or with
+``annotator.judge_engine: vllm`` in a vLLM worker (the ``generation.vllm_*`` settings; vLLM
+gathers the full-vocabulary log-softmax at exactly the answer tokens). Either way the judge's
+weights are loaded here once, to hash them into ``annotator_id`` and read its context length.
 """
 
 from __future__ import annotations
@@ -133,34 +135,42 @@ class JudgeAnnotator:
 
     source = "judge"
 
-    def __init__(self, path: str | Path, template_path: str | None = None, batch_size: int = 16):
-        self.path, self.batch_size = Path(path), batch_size
+    def __init__(self, path: str | Path, template_path: str | None = None, batch_size: int = 16,
+                 vllm=None, seed: int = 0):
+        """``vllm``: the generation settings of a vLLM worker to judge in (None: transformers)."""
+        self.path, self.batch_size, self.vllm, self.seed = Path(path), batch_size, vllm, seed
         self.template = template_text(template_path)
         self.template_hash = hashlib.sha256(self.template.encode()).hexdigest()[:8]
         self.annotator_id: str | None = None  # known once the judge has been loaded
+        self.context: int | None = None  # the judge's context length, idem
 
     def engine(self):
-        """The judge on the ``transformers`` engine (its weights hashed for ``annotator_id``)."""
-        from rs_pipeline.engines.hf import TransformersEngine
+        """The judge on its engine (its weights hashed for ``annotator_id``)."""
+        from rs_pipeline.engines import TransformersEngine, start_vllm
         from rs_pipeline.modeling import load_policy, weights_id
+        from rs_pipeline.preference_inputs import context_length
 
         problems = folder_problems(self.path, None)
         if problems:
             raise InputError("\n".join(problems))
         model, tok = load_policy(self.path)
         self.annotator_id = f"judge:{weights_id(model, 'pol')}:tpl-{self.template_hash}"
-        return TransformersEngine(model, tok, self.batch_size)
+        self.context = context_length(model.config, tok)
+        if self.vllm is None:
+            return TransformersEngine(model, tok, self.batch_size)
+        del model  # the worker loads its own copy
+        return start_vllm(self.vllm, self.path, tok, self.seed)
 
     def preferences(self, engine, pairs: Sequence[Pair]) -> list[float]:
-        """``q = p_A / (p_A + p_B)`` per (prompt, shown as A, shown as B)."""
+        """``q = p_A / (p_A + p_B)`` per (prompt, shown as A, shown as B), on ``engine`` (from
+        ``engine()``)."""
         from rs_pipeline.chat import render_text, uses_template
-        from rs_pipeline.preference_inputs import context_length
 
         tok = engine.tokenizer
         templated = uses_template(tok)
         texts = render_text(tok, [render(self.template, *p) for p in pairs])
         ids = _encode(tok, texts, templated)
-        limit = context_length(engine.model.config, tok)
+        limit = self.context
         for i, row in enumerate(ids):
             if limit and len(row) > limit:
                 raise InputError(f"setting {SETTING}: the judge prompt of pair {i} has {len(row)} "

@@ -13,7 +13,7 @@ from rs_pipeline.engines.vllm_engine import VllmEngine, request_seed, resolve_py
 from rs_pipeline.modeling import load_policy
 
 __all__ = ["Engine", "SeedOf", "TransformersEngine", "VllmEngine", "default_stop_ids",
-           "encode_prompts", "open_engine", "request_seed", "resolve_python"]
+           "encode_prompts", "open_engine", "request_seed", "resolve_python", "start_vllm"]
 
 
 def open_engine(settings: GenerationConfig, model_dir: str | Path, seed: int,
@@ -23,8 +23,16 @@ def open_engine(settings: GenerationConfig, model_dir: str | Path, seed: int,
     model, tokenizer = load_policy(model_dir, expected_id=expected_id)
     if settings.engine == "transformers":
         return TransformersEngine(model, tokenizer, settings.batch_prompts)
+    # the weights were verified here; vLLM loads its own copy in the worker
+    return start_vllm(settings, model_dir, tokenizer, seed, model.generation_config)
+
+
+def start_vllm(settings: GenerationConfig, model_dir: str | Path, tokenizer, seed: int,
+               generation_config=None) -> VllmEngine:
+    """A vLLM worker holding the model in ``model_dir``, with the ``generation.vllm_*``
+    settings; ``generation_config`` (the folder's EOS ids) ends a turn too."""
     engine = VllmEngine(model_dir, tokenizer, resolve_python(settings.vllm_python), seed,
                         settings.vllm_dtype, settings.vllm_enforce_eager,
                         settings.vllm_tensor_parallel_size, settings.vllm_gpu_memory_utilization)
-    engine.generation_config = model.generation_config  # its EOS ids end a turn too
-    return engine  # the weights were verified here; vLLM loads its own copy in the worker
+    engine.generation_config = generation_config
+    return engine

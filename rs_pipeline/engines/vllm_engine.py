@@ -137,11 +137,14 @@ class VllmEngine:
 
     def next_token_logprobs(self, prompt_ids: Sequence[Sequence[int]],
                             candidate_ids: Sequence[int]) -> list[list[float]]:
-        """Not offered: vLLM returns only the top-k logprobs of a position, so the candidates'
-        exact log-softmax needs more than one cheap request. The judge annotator scores on the
-        ``transformers`` engine whatever ``generation.engine`` says."""
-        raise NotImplementedError("the vllm engine does not score next-token logprobs; the "
-                                  "judge annotator uses the transformers engine")
+        """Per prompt, the log-softmax over the whole vocabulary of each candidate being the next
+        token (vLLM's ``logprob_token_ids`` on one greedy token, its raw log-probs): a judge's
+        answer. Cached prompt prefixes are reused."""
+        if not prompt_ids:
+            return []
+        return self._call({"cmd": "next_token_logprobs",
+                           "prompts": [list(map(int, ids)) for ids in prompt_ids],
+                           "candidates": list(map(int, candidate_ids))})["logprobs"]
 
     def completion_logprobs(self, rows, params: SamplingParams, stop_ids) -> list[float]:
         """Not offered: adaptive best-of-N (its only user) runs on the transformers engine

@@ -9,8 +9,11 @@ the pipeline (``skip_tokenizer_init``).
 Requests: ``{"cmd": "load", "model": folder, "llm": {...LLM kwargs}}``; ``{"cmd": "generate",
 "prompts": [[ids]], "seeds": [seed per prompt] | null, "n": N, "temperature": t, "top_p": p,
 "top_k": k, "max_tokens": m, "stop_token_ids": [ids]}`` -> ``{"ok": true, "outputs": [[[ids] *
-N] per prompt], "seconds": <time in LLM.generate>}``; ``{"cmd": "reset_prefix_cache"}`` (forget
-cached prompts, for timing); ``{"cmd": "quit"}``. Errors: ``{"ok": false, "error": "..."}``.
+N] per prompt], "seconds": <time in LLM.generate>}``; ``{"cmd": "next_token_logprobs", "prompts":
+[[ids]], "candidates": [ids]}`` -> ``{"ok": true, "logprobs": [[log-prob per candidate] per
+prompt]}`` (the full-vocabulary log-softmax of the next position, vLLM's ``logprob_token_ids``);
+``{"cmd": "reset_prefix_cache"}`` (forget cached prompts, for timing); ``{"cmd": "quit"}``.
+Errors: ``{"ok": false, "error": "..."}``.
 vLLM gives child ``i`` of a request seeded ``S`` the seed ``S + i``.
 """
 
@@ -54,6 +57,21 @@ class Worker:
                    for r in results]
         return {"outputs": outputs, "seconds": seconds}
 
+    def next_token_logprobs(self, req):
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if self.llm is None:
+            raise RuntimeError("no model loaded")
+        cands = [int(c) for c in req["candidates"]]
+        # one greedy token; its position's raw log-softmax gathered at exactly these ids
+        params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(cands),
+                                logprob_token_ids=cands, detokenize=False)
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in req["prompts"]]
+        results = self.llm.generate(prompts, params, use_tqdm=False)
+        return {"logprobs": [[r.outputs[0].logprobs[0][c].logprob for c in cands]
+                             for r in results]}
+
     def reset_prefix_cache(self, req):
         return {"reset": bool(self.llm.reset_prefix_cache())}
 
@@ -64,6 +82,7 @@ def main() -> None:
     sys.stdout = sys.stderr
     worker = Worker()
     handlers = {"load": worker.load, "generate": worker.generate,
+                "next_token_logprobs": worker.next_token_logprobs,
                 "reset_prefix_cache": worker.reset_prefix_cache}
     for line in sys.stdin:
         req = json.loads(line)
