@@ -262,4 +262,3 @@ def require_settings(settings: PipelineConfig, where: str = "settings") -> None:
     if problems:
         raise InputError(f"{where}: " + problems[0] if len(problems) == 1 else
                          f"{where}: {len(problems)} problems:\n  " + "\n  ".join(problems))
-

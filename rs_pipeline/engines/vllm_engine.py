@@ -139,7 +139,8 @@ class VllmEngine:
                             candidate_ids: Sequence[int]) -> list[list[float]]:
         """Per prompt, the log-softmax over the whole vocabulary of each candidate being the next
         token (vLLM's ``logprob_token_ids`` on one greedy token, its raw log-probs): a judge's
-        answer. Cached prompt prefixes are reused."""
+        answer. Cached prompt prefixes are reused. At most 20 candidates (vLLM's default
+        ``max_logprobs``; a judge asks for a few spellings of A and B)."""
         if not prompt_ids:
             return []
         return self._call({"cmd": "next_token_logprobs",
