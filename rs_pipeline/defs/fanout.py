@@ -25,6 +25,7 @@ from typing import Any
 
 import dagster as dg
 
+from rs_pipeline.defs.interrupts import remembered_interrupts
 from rs_pipeline.defs.resources import PipelineResource
 from rs_pipeline.defs.reuse import forced
 from rs_pipeline.resume import Resume
@@ -50,7 +51,8 @@ def run_part(context, pipeline: PipelineResource, asset: str, inputs: dict[str, 
     if not forced(context) and resume.reusable() is not None:
         return {"part": part, "reused": True}
     start, cpu = time.perf_counter(), time.process_time()
-    table, metrics = compute(resume, (part, ctx.settings.scale.shards))
+    with remembered_interrupts():  # its shards are committed as they are done
+        table, metrics = compute(resume, (part, ctx.settings.scale.shards))
     seconds = time.perf_counter() - start
     # the step process's CPU seconds: above ``seconds`` it used more than a core, below it waited
     # for one; up when parts share a machine, the work costs more where they contend

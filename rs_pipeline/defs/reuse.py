@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 
+from rs_pipeline.defs.interrupts import remembered_interrupts
 from rs_pipeline.defs.resources import PipelineResource
 from rs_pipeline.resume import Resume
 
@@ -30,7 +31,8 @@ def run_step(context: dg.AssetExecutionContext, pipeline: PipelineResource, asse
         stored = resume.reusable()
         if stored is not None:
             return stored, {}, True
-    value, metrics = compute(resume)
-    resume.record(value)
-    resume.clear_shards()
+    with remembered_interrupts():  # a swallowed Ctrl-C stops the run once the work is recorded
+        value, metrics = compute(resume)
+        resume.record(value)
+        resume.clear_shards()
     return value, metrics, False
